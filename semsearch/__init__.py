@@ -1,0 +1,40 @@
+"""semsearch: semantic search, near-duplicate mining and training with Sentence-BERT.
+
+The package imports nothing heavy: torch, transformers and faiss load when first needed.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Encoder": "encoder", "EncoderSpec": "encoder", "DEFAULT_MODEL": "encoder",
+    "Pooling": "pooling",
+    "Index": "index", "IndexWriter": "index", "Hit": "index", "AddReport": "index",
+    "Record": "corpus", "read_records": "corpus",
+    "index_corpus": "api", "search": "api",
+    "evaluate_sts": "evaluation", "StsResult": "evaluation",
+    "SemsearchError": "errors", "InputError": "errors", "ModelError": "errors",
+    "IndexNotFoundError": "errors", "IndexFormatError": "errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'semsearch' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from .api import index_corpus, search
+    from .corpus import Record, read_records
+    from .encoder import DEFAULT_MODEL, Encoder, EncoderSpec
+    from .errors import IndexFormatError, IndexNotFoundError, InputError, ModelError, SemsearchError
+    from .evaluation import StsResult, evaluate_sts
+    from .index import AddReport, Hit, Index, IndexWriter
+    from .pooling import Pooling

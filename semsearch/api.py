@@ -1,0 +1,78 @@
+"""The high-level functions behind the CLI, for use from Python.
+
+>>> import semsearch
+>>> semsearch.index_corpus("corpus.jsonl", "docs")
+>>> for hit in semsearch.search("parse a date", "docs", k=5)[0]:
+...     print(hit.score, hit.id, hit.text)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from .corpus import STDIN, Format, read_records
+from .errors import InputError
+from .index import AddReport, Hit, Index, IndexWriter
+from .pooling import Pooling
+
+if TYPE_CHECKING:
+    from .encoder import Encoder
+
+
+def index_corpus(corpus: str | os.PathLike, index: str | os.PathLike | None = None, *,
+                 model: str | None = None, pooling: Pooling | str | None = None, encoder: "Encoder | None" = None,
+                 format: Format | str | None = None, text_field: str = "text", id_field: str | None = "id",
+                 batch_size: int = 32, chunk_size: int = 2048,
+                 progress: Callable[[int], None] | None = None) -> AddReport:
+    """Embed the records of ``corpus`` into ``index`` (created when missing).
+
+    Nothing is visible until the whole file went through: a bad record leaves the index as it was.
+    """
+    if encoder is None and (model is not None or pooling is not None) and not _exists(index):
+        from .encoder import Encoder
+
+        encoder = Encoder.load(model, pooling=pooling)
+    records = read_records(corpus, format=format, text_field=text_field, id_field=id_field)
+    source = "<stdin>" if str(corpus) == STDIN else str(corpus)
+    with IndexWriter(index, encoder, model=model) as writer:
+        report = writer.add(records, batch_size=batch_size, chunk_size=chunk_size, source=source, progress=progress)
+        if report.read == 0:
+            raise InputError(source, "no records: the file is empty")
+    return report
+
+
+def _exists(index) -> bool:
+    from .index import MANIFEST, index_path
+
+    return (index_path(index) / MANIFEST).is_file()
+
+
+def search(queries: str | Sequence[str], index: str | os.PathLike | Index | None = None, *, k: int = 10,
+           threshold: float | None = None, model: str | None = None) -> list[list[Hit]]:
+    """Nearest documents for each query (one list of hits per query, best first)."""
+    if isinstance(index, Index):
+        if model is not None:
+            index.encoder(model)
+        return index.search(queries, k=k, threshold=threshold)
+    with Index.open(index) as opened:
+        if model is not None:
+            opened.encoder(model)
+        return opened.search(queries, k=k, threshold=threshold)
+
+
+def read_queries(path: str | Path) -> list[str]:
+    """One query per non-blank line."""
+    from .corpus import _lines, _open
+
+    name = "<stdin>" if str(path) == STDIN else str(path)
+    fh = _open(path)
+    try:
+        queries = [line.strip() for _, line in _lines(fh, name) if line.strip()]
+    finally:
+        if str(path) != STDIN:
+            fh.close()
+    if not queries:
+        raise InputError(name, "no queries")
+    return queries

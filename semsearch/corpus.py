@@ -1,0 +1,207 @@
+"""Reading corpora: JSONL, CSV/TSV with a header, plain text (one document per line), or stdin.
+
+Readers stream: they yield one :class:`Record` at a time and never hold the file in memory. Every problem
+is an :class:`~semsearch.errors.InputError` that names the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from .errors import InputError
+
+STDIN = "-"
+
+
+class Format(str, Enum):
+    JSONL = "jsonl"
+    CSV = "csv"
+    TSV = "tsv"
+    TEXT = "text"
+
+
+_SUFFIXES = {".jsonl": Format.JSONL, ".ndjson": Format.JSONL, ".json": Format.JSONL, ".csv": Format.CSV,
+             ".tsv": Format.TSV, ".tab": Format.TSV, ".txt": Format.TEXT}
+
+
+@dataclass
+class Record:
+    """One document: its text, its id (given, or a content hash), other fields as metadata."""
+
+    text: str
+    id: str
+    line: int
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def hash(self) -> str:
+        return content_hash(self.text)
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def guess_format(path: str | Path) -> Format:
+    """The format a path's suffix names; plain text when it names none."""
+    return _SUFFIXES.get(Path(str(path)).suffix.lower(), Format.TEXT)
+
+
+def _open(path: str | Path) -> BinaryIO:
+    if str(path) == STDIN:
+        return sys.stdin.buffer
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(p, "is a directory, not a corpus file")
+    if not p.exists():
+        raise InputError(p, "no such file")
+    try:
+        return p.open("rb")
+    except OSError as exc:
+        raise InputError(p, f"cannot be read ({exc.strerror})") from None
+
+
+def _lines(fh: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
+    """Decoded lines with their 1-based numbers; invalid UTF-8 is reported with its line."""
+    for number, raw in enumerate(fh, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(name, f"invalid UTF-8 at byte {exc.start} of the line", number) from None
+        if number == 1:
+            line = line.lstrip("\ufeff")
+        yield number, line
+
+
+def read_records(path: str | Path, *, format: Format | str | None = None, text_field: str = "text",
+                 id_field: str | None = "id") -> Iterator[Record]:
+    """Stream the records of a corpus file (``"-"`` for stdin).
+
+    ``format`` defaults to the one the suffix names (stdin: JSONL when the first line starts with ``{``).
+    Records without an id get the SHA-256 of their text, so the same text is never stored twice.
+    """
+    name = "<stdin>" if str(path) == STDIN else str(path)
+    fh = _open(path)
+    try:
+        lines = _lines(fh, name)
+        if format is None:
+            if str(path) == STDIN:
+                first = next(lines, None)
+                if first is None:
+                    return
+                fmt = Format.JSONL if first[1].lstrip().startswith("{") else Format.TEXT
+                lines = _chain(first, lines)
+            else:
+                fmt = guess_format(path)
+        else:
+            fmt = Format(format)
+        if fmt is Format.JSONL:
+            yield from _jsonl(lines, name, text_field, id_field)
+        elif fmt in (Format.CSV, Format.TSV):
+            yield from _table(lines, name, "," if fmt is Format.CSV else "\t", text_field, id_field)
+        else:
+            yield from _text(lines)
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _make(values: dict, name: str, line: int, text_field: str, id_field: str | None) -> Record:
+    if text_field not in values:
+        fields = ", ".join(sorted(values)) or "none"
+        raise InputError(name, f"no {text_field!r} field (fields: {fields}; use --text-field to name another)", line)
+    text = values.pop(text_field)
+    if not isinstance(text, str):
+        raise InputError(name, f"field {text_field!r} is {type(text).__name__}, not a string", line)
+    if not text.strip():
+        raise InputError(name, f"field {text_field!r} is empty", line)
+    raw_id = values.pop(id_field, None) if id_field else None
+    if raw_id is None or raw_id == "":
+        doc_id = content_hash(text)[:16]
+    elif isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool):
+        doc_id = str(raw_id)
+    else:
+        raise InputError(name, f"field {id_field!r} must be a string or an integer", line)
+    return Record(text=text, id=doc_id, line=line, meta=values)
+
+
+def _jsonl(lines, name, text_field, id_field) -> Iterator[Record]:
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(name, f"invalid JSON ({exc.msg} at column {exc.colno})", number) from None
+        if not isinstance(value, dict):
+            raise InputError(name, f"expected a JSON object, got {type(value).__name__}", number)
+        yield _make(value, name, number, text_field, id_field)
+
+
+def _table(lines, name, delimiter, text_field, id_field) -> Iterator[Record]:
+    numbered = _Numbered(lines)
+    reader = csv.reader(numbered, delimiter=delimiter)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        header = [h.strip() for h in header]
+        end = numbered.number
+        for row in reader:
+            start, end = end + 1, numbered.number
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise InputError(name, f"{len(row)} fields where the header has {len(header)}", start)
+            yield _make(dict(zip(header, row)), name, start, text_field, id_field)
+    except csv.Error as exc:
+        raise InputError(name, f"malformed CSV ({exc})", numbered.number) from None
+
+
+class _Numbered:
+    """Feeds lines to csv.reader and remembers the number of the last line it gave."""
+
+    def __init__(self, lines):
+        self._lines = lines
+        self.number = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        self.number, line = next(self._lines)
+        return line
+
+
+def _text(lines) -> Iterator[Record]:
+    for number, line in lines:
+        text = line.rstrip("\r\n")
+        if text.strip():
+            yield Record(text=text, id=content_hash(text)[:16], line=number, meta={})
+
+
+def iter_batches(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
+    """Group a stream of records into lists of at most ``size``."""
+    batch: list[Record] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+__all__ = ["Format", "Record", "read_records", "guess_format", "content_hash", "iter_batches", "STDIN"]

