@@ -1,0 +1,85 @@
+"""Shared fixtures: a tiny random BERT (fast), the real bundled model (slow), the shared data folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_file(*parts: str) -> Path:
+    """A file of ../shared/data, or skip the test with the reason when this clone has none."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.is_file():
+        pytest.skip(f"needs {path} (the shared evaluation data beside the checkout; absent in this clone)")
+    return path
+
+
+def write_st_folder(folder: Path, model, tokenizer, pooling: str = "mean", max_length: int = 128,
+                    normalize: bool = True) -> Path:
+    """Save a transformer as a sentence-transformers model folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": model.config.hidden_size,
+        "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean",
+        "pooling_mode_max_tokens": pooling == "max",
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_length, "do_lower_case": False}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer, 32-wide BERT with the real model's tokenizer, as an ST folder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from semsearch.encoder import bundled_model_path
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_path()))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    model = BertModel(config)
+    return write_st_folder(tmp_path_factory.mktemp("tiny") / "tiny-bert", model, tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model_dir):
+    from semsearch.encoder import Encoder
+
+    return Encoder.load(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def real_encoder():
+    """The bundled all-MiniLM-L6-v2."""
+    from semsearch.encoder import Encoder
+
+    return Encoder.load(device="cpu")
+
+
+@pytest.fixture
+def index_home(tmp_path, monkeypatch) -> Path:
+    """A private indexes/ folder for the test."""
+    home = tmp_path / "indexes"
+    monkeypatch.setenv("SEMSEARCH_INDEXES", str(home))
+    return home
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
