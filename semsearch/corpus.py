@@ -142,7 +142,7 @@ def _jsonl(lines, name, text_field, id_field) -> Iterator[Record]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
             raise InputError(name, f"invalid JSON ({exc.msg} at column {exc.colno})", number) from None
         if not isinstance(value, dict):

@@ -107,13 +107,13 @@ def _read_json(path: Path) -> dict | list | None:
 
 
 def model_fingerprint(folder: Path) -> str:
-    """A content fingerprint of a model folder, so a changed model is never taken for the old one.
+    """A content fingerprint of a model's weights and tokenizer, so a changed model is never taken for the old one.
 
-    It hashes the configuration and tokenizer files whole, and of the weights their size and 16 evenly
+    It hashes the transformer configuration and tokenizer files whole, and of the weights their size and 16 evenly
     spaced 64 KiB pieces: any training step changes every piece, and a cold start need not read 90 MB.
     """
     digest = hashlib.sha256()
-    for name in ("config.json", "tokenizer.json", "vocab.txt", "sentence_bert_config.json", "1_Pooling/config.json"):
+    for name in ("config.json", "tokenizer.json", "vocab.txt"):  # pooling and truncation are spec fields
         part = folder / name
         if part.is_file():
             digest.update(name.encode())
@@ -320,20 +320,26 @@ class Encoder:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         if show_progress is None:
             show_progress = len(texts) >= 4 * batch_size and sys.stderr.isatty()
-        bar = _progress(len(texts), show_progress, "encoding")
+        bar = _progress(len(texts), True, "encoding") if show_progress else None
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else _null()
+        # eval()/train() walk every submodule (~0.3 ms for MiniLM): a large share of one query, so only
+        # switch when a training loop left the model in training mode.
         was_training = self.model.training
-        self.model.eval()
+        if was_training:
+            self.model.eval()
         try:
             with torch.inference_mode(), autocast:
                 for start in range(0, len(order), batch_size):
                     rows = order[start:start + batch_size]
                     vectors = self.forward(self._pad(ids, rows)).float()
                     out[rows] = vectors.cpu().numpy()
-                    bar.update(len(rows))
+                    if bar is not None:
+                        bar.update(len(rows))
         finally:
-            bar.close()
-            self.model.train(was_training)
+            if bar is not None:
+                bar.close()
+            if was_training:
+                self.model.train()
         return out[0] if single else out
 
 

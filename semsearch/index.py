@@ -325,6 +325,7 @@ class IndexWriter:
         self.store.db.execute("pragma journal_mode = off")
         self.store.db.execute("pragma synchronous = off")
         self._next_rowid = self.store.next_rowid()
+        self._dirty = False
 
     def _clean_orphans(self) -> None:
         keep = set()
@@ -340,7 +341,13 @@ class IndexWriter:
             leftover.unlink(missing_ok=True)
 
     def commit(self) -> dict:
-        """Flush the new generation to disk and make it the current one (manifest last)."""
+        """Flush the new generation to disk and make it the current one (manifest last).
+
+        When nothing changed, no new generation is written and the current manifest is returned.
+        """
+        if not self._dirty and self.old is not None:
+            self._abort()
+            return self.old
         self.store.db.conn.commit()
         count = len(self.store)
         self.store.close()
@@ -413,6 +420,7 @@ class IndexWriter:
             todo.append((rowid, record))
         if not todo:
             return
+        self._dirty = True
         vectors = self.encoder.encode([r.text for _, r in todo], batch_size=batch_size, show_progress=False)
         self.vectors.remove(np.array(replaced, dtype=np.int64))
         self.vectors.add(np.array([rowid for rowid, _ in todo], dtype=np.int64), vectors)
