@@ -24,23 +24,35 @@ if TYPE_CHECKING:
 def index_corpus(corpus: str | os.PathLike, index: str | os.PathLike | None = None, *,
                  model: str | None = None, pooling: Pooling | str | None = None, encoder: "Encoder | None" = None,
                  format: Format | str | None = None, text_field: str = "text", id_field: str | None = "id",
-                 batch_size: int = 32, chunk_size: int = 2048,
+                 batch_size: int = 32, chunk_size: int = 2048, skip_invalid: bool = False,
                  progress: Callable[[int], None] | None = None) -> AddReport:
     """Embed the records of ``corpus`` into ``index`` (created when missing).
 
-    Nothing is visible until the whole file went through: a bad record leaves the index as it was.
+    Nothing is visible until the whole file went through: a bad record leaves the index as it was, unless
+    ``skip_invalid``, when bad records are passed over and counted in the report.
     """
+    skipped: list[InputError] = []
     if encoder is None and (model is not None or pooling is not None) and not _exists(index):
         from .encoder import Encoder
 
         encoder = Encoder.load(model, pooling=pooling)
-    records = read_records(corpus, format=format, text_field=text_field, id_field=id_field)
+    records = read_records(corpus, format=format, text_field=text_field, id_field=id_field,
+                           on_invalid=skipped.append if skip_invalid else None)
     source = "<stdin>" if str(corpus) == STDIN else str(corpus)
     with IndexWriter(index, encoder, model=model) as writer:
         report = writer.add(records, batch_size=batch_size, chunk_size=chunk_size, source=source, progress=progress)
+        report.skipped = len(skipped)
+        report.skipped_examples = [str(e) for e in skipped[:5]]
         if report.read == 0:
-            raise InputError(source, "no records: the file is empty")
+            raise InputError(source, "no valid records" if skipped else "no records: the file is empty")
     return report
+
+
+def delete_documents(index: str | os.PathLike | None = None, *, ids: Sequence[str] = (),
+                     filters: Sequence[str] | None = None) -> int:
+    """Remove documents by id and/or metadata filter (``["lang=de"]``); returns how many were removed."""
+    with IndexWriter(index, create=False) as writer:
+        return writer.delete(ids, filters)
 
 
 def _exists(index) -> bool:
@@ -50,16 +62,20 @@ def _exists(index) -> bool:
 
 
 def search(queries: str | Sequence[str], index: str | os.PathLike | Index | None = None, *, k: int = 10,
-           threshold: float | None = None, model: str | None = None) -> list[list[Hit]]:
-    """Nearest documents for each query (one list of hits per query, best first)."""
+           threshold: float | None = None, filters: Sequence[str] | None = None,
+           model: str | None = None) -> list[list[Hit]]:
+    """Nearest documents for each query (one list of hits per query, best first).
+
+    ``filters`` are metadata conditions (``["lang=en", "year>=2020"]``) applied before the vector search.
+    """
     if isinstance(index, Index):
         if model is not None:
             index.encoder(model)
-        return index.search(queries, k=k, threshold=threshold)
+        return index.search(queries, k=k, threshold=threshold, filters=filters)
     with Index.open(index) as opened:
         if model is not None:
             opened.encoder(model)
-        return opened.search(queries, k=k, threshold=threshold)
+        return opened.search(queries, k=k, threshold=threshold, filters=filters)
 
 
 def read_queries(path: str | Path) -> list[str]:

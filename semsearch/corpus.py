@@ -13,9 +13,11 @@ import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from .errors import InputError
+
+OnInvalid = Callable[[InputError], None]
 
 STDIN = "-"
 
@@ -68,29 +70,34 @@ def _open(path: str | Path) -> BinaryIO:
         raise InputError(p, f"cannot be read ({exc.strerror})") from None
 
 
-def _lines(fh: BinaryIO, name: str) -> Iterator[tuple[int, str]]:
+def _lines(fh: BinaryIO, name: str, on_invalid: OnInvalid | None = None) -> Iterator[tuple[int, str]]:
     """Decoded lines with their 1-based numbers; invalid UTF-8 is reported with its line."""
     for number, raw in enumerate(fh, start=1):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InputError(name, f"invalid UTF-8 at byte {exc.start} of the line", number) from None
+            error = InputError(name, f"invalid UTF-8 at byte {exc.start} of the line", number)
+            if on_invalid is None:
+                raise error from None
+            on_invalid(error)
+            continue
         if number == 1:
             line = line.lstrip("\ufeff")
         yield number, line
 
 
 def read_records(path: str | Path, *, format: Format | str | None = None, text_field: str = "text",
-                 id_field: str | None = "id") -> Iterator[Record]:
+                 id_field: str | None = "id", on_invalid: OnInvalid | None = None) -> Iterator[Record]:
     """Stream the records of a corpus file (``"-"`` for stdin).
 
     ``format`` defaults to the one the suffix names (stdin: JSONL when the first line starts with ``{``).
     Records without an id get the SHA-256 of their text, so the same text is never stored twice.
+    A bad record raises :class:`InputError`, or, when ``on_invalid`` is given, is passed to it and skipped.
     """
     name = "<stdin>" if str(path) == STDIN else str(path)
     fh = _open(path)
     try:
-        lines = _lines(fh, name)
+        lines = _lines(fh, name, on_invalid)
         if format is None:
             if str(path) == STDIN:
                 first = next(lines, None)
@@ -103,11 +110,18 @@ def read_records(path: str | Path, *, format: Format | str | None = None, text_f
         else:
             fmt = Format(format)
         if fmt is Format.JSONL:
-            yield from _jsonl(lines, name, text_field, id_field)
+            records = _jsonl(lines, name, text_field, id_field)
         elif fmt in (Format.CSV, Format.TSV):
-            yield from _table(lines, name, "," if fmt is Format.CSV else "\t", text_field, id_field)
+            records = _table(lines, name, "," if fmt is Format.CSV else "\t", text_field, id_field)
         else:
-            yield from _text(lines)
+            records = _text(lines)
+        for record in records:
+            if isinstance(record, InputError):
+                if on_invalid is None:
+                    raise record
+                on_invalid(record)
+            else:
+                yield record
     finally:
         if fh is not sys.stdin.buffer:
             fh.close()
@@ -118,7 +132,15 @@ def _chain(first, rest):
     yield from rest
 
 
-def _make(values: dict, name: str, line: int, text_field: str, id_field: str | None) -> Record:
+def _make(values: dict, name: str, line: int, text_field: str, id_field: str | None) -> Record | InputError:
+    """A record, or the error that says why these values are not one."""
+    try:
+        return _record(values, name, line, text_field, id_field)
+    except InputError as error:
+        return error
+
+
+def _record(values: dict, name: str, line: int, text_field: str, id_field: str | None) -> Record:
     if text_field not in values:
         fields = ", ".join(sorted(values)) or "none"
         raise InputError(name, f"no {text_field!r} field (fields: {fields}; use --text-field to name another)", line)
@@ -144,9 +166,11 @@ def _jsonl(lines, name, text_field, id_field) -> Iterator[Record]:
         try:
             value = json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
-            raise InputError(name, f"invalid JSON ({exc.msg} at column {exc.colno})", number) from None
+            yield InputError(name, f"invalid JSON ({exc.msg} at column {exc.colno})", number)
+            continue
         if not isinstance(value, dict):
-            raise InputError(name, f"expected a JSON object, got {type(value).__name__}", number)
+            yield InputError(name, f"expected a JSON object, got {type(value).__name__}", number)
+            continue
         yield _make(value, name, number, text_field, id_field)
 
 
@@ -164,7 +188,8 @@ def _table(lines, name, delimiter, text_field, id_field) -> Iterator[Record]:
             if not row or all(not cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
-                raise InputError(name, f"{len(row)} fields where the header has {len(header)}", start)
+                yield InputError(name, f"{len(row)} fields where the header has {len(header)}", start)
+                continue
             yield _make(dict(zip(header, row)), name, start, text_field, id_field)
     except csv.Error as exc:
         raise InputError(name, f"malformed CSV ({exc})", numbered.number) from None

@@ -74,6 +74,9 @@ class AddReport:
     updated: int = 0
     unchanged: int = 0
     repeated: int = 0  # ids seen more than once in the input (the last one wins)
+    truncated: int = 0  # texts longer than the model's max length: embedded from their beginning
+    skipped: int = 0  # invalid records passed over (skip_invalid)
+    skipped_examples: list[str] = field(default_factory=list)  # the first few of their messages
     seconds: float = 0.0
 
     @property
@@ -196,20 +199,31 @@ class Index:
         check_same_encoder(self.spec, encoder.spec, self.path)
         self._encoder = encoder
 
-    def search(self, queries: str | Sequence[str], k: int = 10, threshold: float | None = None) -> list[list[Hit]]:
-        """Nearest documents for each query text, best first, with cosine scores."""
+    def search(self, queries: str | Sequence[str], k: int = 10, threshold: float | None = None,
+               filters: Sequence[str] | None = None) -> list[list[Hit]]:
+        """Nearest documents for each query text, best first, with cosine scores.
+
+        ``filters`` (``["lang=en", "year>=2020"]``, see :mod:`semsearch.filters`) restrict the search to the
+        matching documents before the vector search, so k results come back whenever k documents match.
+        """
         texts = [queries] if isinstance(queries, str) else list(queries)
         vectors = self.encoder().encode(texts)
-        return self.search_vectors(vectors, k=k, threshold=threshold)
+        return self.search_vectors(vectors, k=k, threshold=threshold, filters=filters)
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 10, threshold: float | None = None) -> list[list[Hit]]:
+    def search_vectors(self, vectors: np.ndarray, k: int = 10, threshold: float | None = None,
+                       filters: Sequence[str] | None = None) -> list[list[Hit]]:
         """Like :meth:`search` for query vectors already embedded (normalised, float32)."""
         if k < 1:
             raise SemsearchError(f"k must be at least 1, got {k}")
         vectors = np.atleast_2d(vectors)
+        allowed = None
+        if filters:
+            allowed = np.asarray(self.store.rowids_where(filters), dtype=np.int64)
+            if len(allowed) == 0:
+                return [[] for _ in vectors]
         if len(self) == 0:
             return [[] for _ in vectors]
-        scores, ids = self.vectors.search(vectors, k)
+        scores, ids = self.vectors.search(vectors, k, allowed=allowed)
         docs = self.store.fetch(np.unique(ids[ids >= 0]).tolist())
         results = []
         for row_scores, row_ids in zip(scores, ids):
@@ -266,16 +280,21 @@ class IndexWriter:
     """
 
     def __init__(self, name_or_path: str | os.PathLike | None = None, encoder: "Encoder | None" = None, *,
-                 model: str | None = None, factory: str = DEFAULT_FACTORY, lock_timeout: float = 60.0) -> None:
+                 model: str | None = None, factory: str = DEFAULT_FACTORY, lock_timeout: float = 60.0,
+                 rebuild: bool = False, create: bool = True) -> None:
         self.path = index_path(name_or_path)
+        self._rebuild = rebuild
+        self._create = create
         self._given_encoder = encoder
         self._model = model
         self._factory = factory
         self._lock = _Lock(self.path / ".lock", lock_timeout)
-        self.encoder: Encoder | None = None
+        self._encoder: Encoder | None = None
 
     # -------------------------------------------------------------- lifecycle
     def __enter__(self) -> "IndexWriter":
+        if not self._create:
+            read_manifest(self.path)  # refuses a missing index before anything is created
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock.__enter__()
         try:
@@ -294,38 +313,53 @@ class IndexWriter:
         finally:
             self._lock.__exit__()
 
-    def _begin(self) -> None:
-        from .encoder import Encoder
+    @property
+    def encoder(self) -> "Encoder":
+        """The index's encoder, loaded on first use (deleting needs none)."""
+        if self._encoder is None:
+            from .encoder import Encoder
 
+            if self.old is None:
+                self._encoder = Encoder.load(self._model)
+            elif self._model is not None:
+                self._encoder = Encoder.load(self._model, pooling=self.spec.pooling, max_length=self.spec.max_length)
+                check_same_encoder(self.spec, self._encoder.spec, self.path)
+            else:
+                self._encoder = Encoder.from_spec(self.spec)
+        return self._encoder
+
+    def _begin(self) -> None:
         self.old = read_manifest(self.path) if (self.path / MANIFEST).exists() else None
         self._clean_orphans()
-        if self.old is None:
-            self.encoder = self._given_encoder or Encoder.load(self._model)
-            self.generation = 1
-        else:
-            spec = EncoderSpec.from_dict(self.old["encoder"])
-            if self._given_encoder is not None:
-                check_same_encoder(spec, self._given_encoder.spec, self.path)
-                self.encoder = self._given_encoder
-            elif self._model is not None:
-                self.encoder = Encoder.load(self._model, pooling=spec.pooling, max_length=spec.max_length)
-                check_same_encoder(spec, self.encoder.spec, self.path)
-            else:
-                self.encoder = Encoder.from_spec(spec)
-            self.generation = self.old["generation"] + 1
+        self.spec = EncoderSpec.from_dict(self.old["encoder"]) if self.old else None
+        if self._given_encoder is not None:
+            if self.spec is not None:
+                check_same_encoder(self.spec, self._given_encoder.spec, self.path)
+            self._encoder = self._given_encoder
+        elif self._model is not None and self.old is not None:
+            _ = self.encoder  # a --model that does not match is refused before any work
+        self.generation = self.old["generation"] + 1 if self.old else 1
         self.db_file = self.path / f"docs.{self.generation}.db"
         self.faiss_file = self.path / f"vectors.{self.generation}.faiss"
-        if self.old is None:
-            self.vectors = VectorStore.create(self.encoder.dimension, self._factory)
+        if self.old is None or self._rebuild:
+            factory = self.old["faiss"]["factory"] if self.old else self._factory
+            dimension = self.spec.dimension if self.spec else self.encoder.dimension
+            self.vectors = VectorStore.create(dimension, factory)
         else:
+            try:
+                self.vectors = VectorStore.load(self.path / self.old["faiss"]["file"], self.old["faiss"]["factory"])
+            except RuntimeError:
+                raise IndexFormatError(f"{self.path / self.old['faiss']['file']}: unreadable FAISS file; "
+                                       "run: semsearch check --repair") from None
+        if self.old is not None:
             shutil.copyfile(self.path / self.old["sqlite"]["file"], self.db_file)
-            self.vectors = VectorStore.load(self.path / self.old["faiss"]["file"], self.old["faiss"]["factory"])
         self.store = DocStore(self.db_file)
         # The copy is private until the manifest names it: no journal needed, one fsync at commit.
         self.store.db.execute("pragma journal_mode = off")
         self.store.db.execute("pragma synchronous = off")
         self._next_rowid = self.store.next_rowid()
         self._dirty = False
+        self._deleted = False
 
     def _clean_orphans(self) -> None:
         keep = set()
@@ -349,6 +383,8 @@ class IndexWriter:
             self._abort()
             return self.old
         self.store.db.conn.commit()
+        if self._deleted:
+            self.store.db.execute("vacuum")  # give the deleted rows' pages back
         count = len(self.store)
         self.store.close()
         with open(self.db_file, "rb") as fh:
@@ -359,7 +395,7 @@ class IndexWriter:
         manifest = {
             "format": FORMAT_VERSION,
             "generation": self.generation,
-            "encoder": self.encoder.spec.to_dict(),
+            "encoder": (self._encoder.spec if self._encoder is not None else self.spec).to_dict(),
             "faiss": {"factory": self.vectors.factory, "metric": "inner_product", "file": self.faiss_file.name,
                       "sha256": _sha256(self.faiss_file)},
             "sqlite": {"file": self.db_file.name, "sha256": _sha256(self.db_file)},
@@ -401,6 +437,42 @@ class IndexWriter:
         report.seconds = time.perf_counter() - started
         return report
 
+    def _count_truncated(self, texts: list[str]) -> int:
+        # A word-piece token covers at least one character, so only texts longer than the limit in
+        # characters can pass it in tokens; only those are tokenised again, in full.
+        limit = self.encoder.spec.max_length
+        long = [t for t in texts if len(t) > limit - 2]
+        if not long:
+            return 0
+        tokenizer = getattr(self.encoder, "tokenizer", None)
+        if tokenizer is None:
+            return 0
+        lengths = tokenizer(long, truncation=False, verbose=False)["input_ids"]
+        return sum(len(ids) > limit for ids in lengths)
+
+    def rebuild_vectors(self, batch_size: int = 32) -> None:
+        """Re-embed every stored text into fresh vectors (for a writer opened with ``rebuild=True``)."""
+        if not self._rebuild:
+            raise SemsearchError("rebuild_vectors needs IndexWriter(..., rebuild=True)")
+        for rowids, texts in self.store.iter_texts():
+            self.vectors.add(np.array(rowids, dtype=np.int64), self.encoder.encode(texts, batch_size=batch_size))
+        self._dirty = True
+
+    def delete(self, ids: Sequence[str] = (), filters: Sequence[str] | None = None) -> int:
+        """Remove documents by id and/or by metadata filter; returns how many were removed.
+
+        Unknown ids are ignored. The space is reclaimed when the generation is committed.
+        """
+        rowids = set(self.store.rowids_for_ids(list(ids)).values()) if ids else set()
+        if filters:
+            rowids.update(self.store.rowids_where(filters))
+        if rowids:
+            ordered = sorted(rowids)
+            self.vectors.remove(np.array(ordered, dtype=np.int64))
+            self.store.delete_rowids(ordered)
+            self._dirty = self._deleted = True
+        return len(rowids)
+
     def _add_chunk(self, records: list[Record], report: AddReport, batch_size: int, source: str | None) -> None:
         stored = self.store.existing([r.id for r in records])
         todo: list[tuple[int, Record]] = []
@@ -421,7 +493,9 @@ class IndexWriter:
         if not todo:
             return
         self._dirty = True
-        vectors = self.encoder.encode([r.text for _, r in todo], batch_size=batch_size, show_progress=False)
+        texts = [r.text for _, r in todo]
+        report.truncated += self._count_truncated(texts)
+        vectors = self.encoder.encode(texts, batch_size=batch_size, show_progress=False)
         self.vectors.remove(np.array(replaced, dtype=np.int64))
         self.vectors.add(np.array([rowid for rowid, _ in todo], dtype=np.int64), vectors)
         self.store.write(

@@ -72,6 +72,22 @@ class DocStore:
         with self.db.conn:
             self.db[DOCS].insert_all(rows, replace=True, batch_size=1000)
 
+    def rowids_where(self, conditions) -> list[int]:
+        """Row ids of the documents whose metadata meets every condition (see :mod:`semsearch.filters`)."""
+        from .filters import where_clause
+
+        sql, params = where_clause(conditions)
+        try:
+            return [r[0] for r in self.db.execute(f"select rowid from {DOCS} where {sql} order by rowid", params)]
+        except sqlite3.OperationalError as exc:
+            from .filters import FilterError
+
+            raise FilterError(f"filter failed: {exc}") from None
+
+    def rowids_for_ids(self, ids: Sequence[str]) -> dict[str, int]:
+        """``{id: rowid}`` for the ids that are stored."""
+        return {doc_id: rowid for doc_id, (rowid, _) in self.existing(list(ids)).items()}
+
     def delete_rowids(self, rowids: Sequence[int]) -> None:
         with self.db.conn:
             self.db.conn.executemany(f"delete from {DOCS} where rowid = ?", [(int(r),) for r in rowids])

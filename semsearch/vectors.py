@@ -61,10 +61,26 @@ class VectorStore:
             return 0
         return int(self.index.remove_ids(np.asarray(ids, dtype=np.int64)))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, ids)`` of shape ``(len(queries), k)``; missing neighbours have id -1."""
-        k = max(1, min(k, len(self))) if len(self) else 1
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, ids)`` of shape ``(len(queries), k)``; missing neighbours have id -1.
+
+        ``allowed`` restricts the search to those ids, exactly: inside FAISS (an id selector) for flat
+        indexes, by scoring the allowed vectors directly for the others.
+        """
+        import faiss
+
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        limit = len(self) if allowed is None else len(allowed)
+        k = max(1, min(k, limit))
+        if allowed is None:
+            return self.index.search(queries, k)
+        if self.factory.endswith("Flat"):
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            return self.index.search(queries, k, params=params)
+        vectors = np.stack([self.index.reconstruct(int(i)) for i in allowed])
+        scores = queries @ vectors.T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, top, axis=1), allowed[top]
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """All ``(ids, vectors)`` stored, ids ascending (for mining without re-encoding)."""

@@ -83,3 +83,38 @@ def index_home(tmp_path, monkeypatch) -> Path:
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class FakeEncoder:
+    """A deterministic stand-in for a model: each text's vector is seeded by its hash. Fast and exact."""
+
+    def __init__(self, dimension: int = 16) -> None:
+        from semsearch.encoder import EncoderSpec
+
+        self.spec = EncoderSpec(model="fake", fingerprint="fake:1", dimension=dimension, max_length=64)
+        self.tokenizer = None
+        self.calls = 0
+
+    @property
+    def dimension(self) -> int:
+        return self.spec.dimension
+
+    def encode(self, texts, batch_size: int = 32, show_progress=None):
+        import hashlib
+
+        import numpy as np
+
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        self.calls += len(texts)
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for i, text in enumerate(texts):
+            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+            vector = np.random.default_rng(seed).normal(size=self.dimension)
+            out[i] = vector / np.linalg.norm(vector)
+        return out[0] if single else out
+
+
+@pytest.fixture
+def fake_encoder() -> FakeEncoder:
+    return FakeEncoder()
