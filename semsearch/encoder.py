@@ -192,46 +192,44 @@ class Encoder:
     @classmethod
     def load(cls, name_or_path: str | os.PathLike | None = None, *, pooling: Pooling | str | None = None,
              normalize: bool = True, max_length: int | None = None, device: str | None = None,
-             revision: str | None = None) -> "Encoder":
+             revision: str | None = None, backend: str = "transformers") -> "Encoder":
         """Load a model folder, the bundled default (``None``), or a hub id.
 
-        ``pooling`` and ``max_length`` override what the folder declares.
+        ``pooling`` and ``max_length`` override what the folder declares. ``backend="lean"`` (or
+        ``"auto"``) runs BERT models through :mod:`semsearch.bert` — the same vectors, without importing
+        transformers — and falls back to transformers for other models; training needs ``"transformers"``.
         """
-        from transformers import AutoModel, AutoTokenizer
+        from . import bert
 
+        if backend not in ("transformers", "lean", "auto"):
+            raise ModelError(f"unknown backend {backend!r}: use transformers, lean or auto")
         name = str(name_or_path or DEFAULT_MODEL)
         folder = resolve_model(name, revision)
         config = read_st_config(folder)
-        from transformers.utils import logging as hf_logging
-
-        bar_was_on = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # its per-tensor "Loading weights" bar is noise on every query
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(config.transformer_dir))
-            model = AutoModel.from_pretrained(str(config.transformer_dir))
-        except Exception as exc:
-            raise ModelError(f"{folder}: cannot load the transformer ({str(exc).splitlines()[0]})") from None
-        finally:
-            if bar_was_on:
-                hf_logging.enable_progress_bar()
-        limit = min(getattr(model.config, "max_position_embeddings", 512) or 512,
+        if backend != "transformers" and bert.supports(config.transformer_dir):
+            model, tokenizer = bert.LeanBert(config.transformer_dir), bert.LeanTokenizer(config.transformer_dir)
+            model_config = model.config
+        else:
+            model, tokenizer = _load_transformers(folder, config.transformer_dir)
+            model_config = model.config.to_dict()
+        limit = min(model_config.get("max_position_embeddings", 512) or 512,
                     tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else 10**6)
         spec = EncoderSpec(
             model=name if not Path(name).expanduser().is_dir() else str(Path(name).expanduser().resolve()),
             fingerprint=model_fingerprint(config.transformer_dir),
             pooling=Pooling(pooling) if pooling is not None else config.pooling,
             normalize=normalize,
-            dimension=int(model.config.hidden_size),
+            dimension=int(model_config["hidden_size"]),
             max_length=int(max_length or config.max_length or limit),
             lower_case=config.lower_case,
         )
         return cls(model, tokenizer, spec, device=device)
 
     @classmethod
-    def from_spec(cls, spec: EncoderSpec, device: str | None = None) -> "Encoder":
+    def from_spec(cls, spec: EncoderSpec, device: str | None = None, backend: str = "auto") -> "Encoder":
         """Load the encoder an index was built with; refuses a model whose content changed."""
         encoder = cls.load(spec.model, pooling=spec.pooling, normalize=spec.normalize,
-                           max_length=spec.max_length, device=device)
+                           max_length=spec.max_length, device=device, backend=backend)
         if encoder.spec.fingerprint != spec.fingerprint:
             raise ModelError(
                 f"model {spec.model!r} on this machine differs from the one the index was built with "
@@ -341,6 +339,21 @@ class Encoder:
             if was_training:
                 self.model.train()
         return out[0] if single else out
+
+
+def _load_transformers(folder: Path, transformer_dir: Path):
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its per-tensor "Loading weights" bar is noise on every query
+    try:
+        return AutoModel.from_pretrained(str(transformer_dir)), AutoTokenizer.from_pretrained(str(transformer_dir))
+    except Exception as exc:
+        raise ModelError(f"{folder}: cannot load the transformer ({str(exc).splitlines()[0]})") from None
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
 
 
 class _null:

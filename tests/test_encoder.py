@@ -107,8 +107,45 @@ def test_tiny_model_matches_sentence_transformers(tmp_path, tiny_encoder, poolin
     np.testing.assert_allclose(ours, reference, atol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "max", "cls"])
+def test_lean_backend_equals_transformers(tmp_path, tiny_encoder, pooling):
+    from semsearch.bert import LeanBert
+
+    folder = write_st_folder(tmp_path / pooling, tiny_encoder.model, tiny_encoder.tokenizer, pooling=pooling,
+                             max_length=12)
+    lean = Encoder.load(folder, device="cpu", backend="lean")
+    assert isinstance(lean.model, LeanBert)
+    reference = Encoder.load(folder, device="cpu")
+    assert lean.spec == reference.spec
+    texts = SENTENCES + ["word " * 40]
+    assert lean._token_ids(texts) == reference._token_ids(texts)
+    np.testing.assert_allclose(lean.encode(texts, batch_size=3), reference.encode(texts, batch_size=3), atol=1e-6)
+    with pytest.raises(RuntimeError, match="load the encoder with backend='transformers' to train"):
+        lean.model.train()
+
+
+def test_query_path_does_not_import_transformers(tmp_path, tiny_model_dir):
+    import subprocess
+    import sys
+
+    code = f"""
+import json, sys
+from pathlib import Path
+from semsearch.api import index_corpus, search
+corpus = Path({str(tmp_path)!r}) / "c.jsonl"
+corpus.write_text(json.dumps({{"text": "hello there"}}) + "\\n")
+index_corpus(corpus, {str(tmp_path / "ix")!r}, model={str(tiny_model_dir)!r})
+hits = search("hello", {str(tmp_path / "ix")!r})
+print(hits[0][0].text, "transformers" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "hello there False"
+
+
 @pytest.mark.slow
-def test_bundled_model_matches_sentence_transformers_on_stsb(real_encoder):
+@pytest.mark.parametrize("backend", ["transformers", "lean"])
+def test_bundled_model_matches_sentence_transformers_on_stsb(backend):
     """Must show 1: our vectors equal sentence-transformers' encode() on every STSb test sentence."""
     from sentence_transformers import SentenceTransformer
 
@@ -117,6 +154,6 @@ def test_bundled_model_matches_sentence_transformers_on_stsb(real_encoder):
     with shared_file("stsb", "stsb-en-test.csv").open(newline="", encoding="utf-8") as fh:
         sentences = sorted({s for row in csv.reader(fh) for s in row[:2]})
     assert len(sentences) > 2500
-    ours = real_encoder.encode(sentences)
+    ours = Encoder.load(device="cpu", backend=backend).encode(sentences)
     reference = SentenceTransformer(str(bundled_model_path()), device="cpu").encode(sentences, batch_size=32)
     assert np.abs(ours - reference).max() <= 1e-5
