@@ -1,0 +1,420 @@
+"""Near-duplicate mining of an index or a corpus file: vectors in, pairs, clusters and a keep plan out.
+
+This module gets the vectors (stored in an index, or embedded from a corpus file), calls
+:mod:`semsearch.mining` and maps positions back to documents. It also holds the approximate mode: an IVF
+range search over the vectors, for corpora where the exhaustive search is too slow, with its recall
+against the exact answer measured on a sample of documents.
+
+>>> result = dedupe(index="docs", threshold=0.9)
+>>> for item in result.dropped:
+...     print(item.document.id, "duplicates", item.duplicate_of.id, round(item.score, 3))
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import IndexFormatError, InputError, SemsearchError
+from .mining import DEFAULT_THRESHOLD, Keep, Pairs, check_threshold, exact_scores, mine_pairs, plan_keep, select_top_k
+
+
+class Mode(str, Enum):
+    EXACT = "exact"              # every pair >= threshold, guaranteed
+    APPROXIMATE = "approximate"  # IVF range search; recall measured on a sample
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document as dedupe reports it: its position in the mined order, id, text, and corpus line."""
+
+    position: int
+    id: str
+    text: str
+    line: int | None = None  # line in the corpus file; None for an index
+
+
+@dataclass(frozen=True)
+class DuplicatePair:
+    score: float
+    a: Document  # the earlier document
+    b: Document
+
+
+@dataclass(frozen=True)
+class ClusterMember:
+    document: Document
+    score: float          # cosine to the cluster's representative (below the threshold in a chain)
+    link: Document        # the partner of its best pair
+    link_score: float     # that pair's score (>= threshold)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    number: int  # 1-based, clusters ordered by their earliest document
+    representative: Document
+    members: tuple[ClusterMember, ...]  # the others, most similar to the representative first
+
+    @property
+    def size(self) -> int:
+        return 1 + len(self.members)
+
+
+@dataclass(frozen=True)
+class Dropped:
+    document: Document
+    duplicate_of: Document  # the representative kept in its place
+    score: float            # cosine between the two
+
+
+@dataclass(frozen=True)
+class Recall:
+    """Approximate mode's recall against the exact search, on the pairs of a sample of documents."""
+
+    sample: int        # documents sampled
+    exact_pairs: int   # pairs >= threshold that involve a sampled document (exact search)
+    found: int         # of those, how many the approximate search found
+
+    @property
+    def value(self) -> float:
+        return self.found / self.exact_pairs if self.exact_pairs else 1.0
+
+
+@dataclass
+class DedupeResult:
+    """Everything one dedupe run found, with the settings that produced it."""
+
+    source: str
+    documents: list[Document]
+    threshold: float
+    top_k: int | None
+    keep: Keep
+    mode: Mode
+    pairs: list[DuplicatePair]
+    clusters: list[Cluster]
+    kept: list[Document]
+    dropped: list[Dropped]
+    encode_seconds: float = 0.0
+    mine_seconds: float = 0.0
+    recall: Recall | None = None
+    search: str = ""  # how the pairs were searched (precision and chunk size, or the IVF settings)
+
+
+# ----------------------------------------------------------------------------------------------- entry point
+def dedupe(corpus: str | os.PathLike | None = None, index: str | os.PathLike | None = None, *,
+           threshold: float = DEFAULT_THRESHOLD, top_k: int | None = None, keep: Keep | str = Keep.FIRST,
+           mode: Mode | str = Mode.EXACT, model: str | None = None, format: str | None = None,
+           text_field: str = "text", id_field: str | None = "id", batch_size: int = 32,
+           chunk_size: int | None = None, device: str | None = None, sample: int = 1000,
+           progress: bool = False) -> DedupeResult:
+    """Mine ``corpus`` (embedded first) or, without one, ``index`` (its stored vectors) for near-duplicates.
+
+    Pairs with cosine >= ``threshold`` are grouped into clusters (connected components); each cluster
+    keeps one document (``keep``: the first, or the longest text) and drops the others.
+    ``progress`` shows bars on stderr.
+    """
+    threshold = check_threshold(threshold)
+    keep, mode = Keep(keep), Mode(mode)
+    if corpus is not None and index is not None:
+        raise SemsearchError("give a corpus file or an index, not both")
+    if corpus is not None:
+        documents, vectors, encode_seconds, source = corpus_vectors(
+            corpus, model=model, format=format, text_field=text_field, id_field=id_field,
+            batch_size=batch_size, device=device, progress=progress)
+    else:
+        documents, vectors, source = index_vectors(index)
+        encode_seconds = 0.0
+    result = dedupe_vectors(vectors, documents, threshold=threshold, top_k=top_k, keep=keep, mode=mode,
+                            chunk_size=chunk_size, device=device, sample=sample, progress=progress)
+    result.source, result.encode_seconds = source, encode_seconds
+    return result
+
+
+def index_vectors(index: str | os.PathLike | None = None) -> tuple[list[Document], np.ndarray, str]:
+    """The documents of an index (row-id order) and their stored vectors: nothing is re-encoded."""
+    from .index import Index
+
+    with Index.open(index) as opened:
+        try:
+            rowids, vectors = opened.vectors.vectors()
+        except (RuntimeError, AttributeError) as exc:  # a FAISS index type that keeps no raw vectors
+            raise IndexFormatError(
+                f"{opened.path}: its FAISS index ({opened.vectors.factory}) cannot return the stored vectors "
+                f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); dedupe the corpus file "
+                "instead: semsearch dedupe CORPUS") from None
+        stored = opened.store.fetch(rowids.tolist())
+        missing = [r for r in rowids.tolist() if r not in stored]
+        if missing:
+            raise IndexFormatError(f"{opened.path}: {len(missing)} vectors have no document (first row id "
+                                   f"{missing[0]}); the index is damaged")
+        documents = [Document(position, stored[r].id, stored[r].text) for position, r in enumerate(rowids.tolist())]
+        return documents, vectors, str(opened.path)
+
+
+def corpus_vectors(corpus: str | os.PathLike, *, model: str | None = None, format: str | None = None,
+                   text_field: str = "text", id_field: str | None = "id", batch_size: int = 32,
+                   device: str | None = None, progress: bool = False) -> tuple[list[Document], np.ndarray, float, str]:
+    """Read and embed a corpus file (same readers as ``semsearch index``). Identical texts are embedded once."""
+    from .corpus import STDIN, read_records
+    from .encoder import Encoder
+
+    source = "<stdin>" if str(corpus) == STDIN else str(corpus)
+    records = list(read_records(corpus, format=format, text_field=text_field, id_field=id_field))
+    if not records:
+        raise InputError(source, "no records: the file is empty")
+    documents = [Document(i, r.id, r.text, r.line) for i, r in enumerate(records)]
+    unique: dict[str, int] = {}
+    slots = np.array([unique.setdefault(r.text, len(unique)) for r in records], dtype=np.int64)
+    encoder = Encoder.load(model, device=device)
+    started = time.perf_counter()
+    vectors = encoder.encode(list(unique), batch_size=batch_size, show_progress=progress)[slots]
+    return documents, vectors, time.perf_counter() - started, source
+
+
+def dedupe_vectors(vectors: np.ndarray, documents: Sequence[Document], *, threshold: float = DEFAULT_THRESHOLD,
+                   top_k: int | None = None, keep: Keep | str = Keep.FIRST, mode: Mode | str = Mode.EXACT,
+                   chunk_size: int | None = None, device: str | None = None, sample: int = 1000,
+                   progress: bool = False, source: str = "") -> DedupeResult:
+    """Mine ``vectors`` (row ``i`` belongs to ``documents[i]``) and turn the pairs into clusters and a plan."""
+    keep, mode = Keep(keep), Mode(mode)
+    if len(vectors) != len(documents):
+        raise SemsearchError(f"{len(vectors)} vectors for {len(documents)} documents")
+    import torch  # noqa: F401  (imported before the clock starts: its import is not mining time)
+
+    started = time.perf_counter()
+    recall = None
+    with _bar(len(documents), progress) as bar:
+        if len(documents) < 2:
+            pairs = mine_pairs(vectors, threshold, top_k=top_k, chunk_size=chunk_size, device=device)
+            search = "fewer than two documents: nothing to compare"
+        elif mode is Mode.EXACT:
+            pairs = mine_pairs(vectors, threshold, top_k=top_k, chunk_size=chunk_size, device=device,
+                               progress=bar.update)
+            search = f"exact, {pairs.dtype} search in blocks of {pairs.chunk_size}, float64 re-scoring"
+        else:
+            pairs, recall, search = mine_approximate(vectors, threshold, top_k=top_k, sample=sample,
+                                                     progress=bar.update)
+    mine_seconds = time.perf_counter() - started
+    plan = plan_keep(pairs, vectors, keep, lengths=[len(d.text) for d in documents])
+    docs = list(documents)
+    clusters = [
+        Cluster(number, docs[g.representative], tuple(
+            ClusterMember(docs[m], s, docs[link], link_score)
+            for m, s, link, link_score in zip(g.members.tolist(), g.scores.tolist(), g.links.tolist(),
+                                              g.link_scores.tolist())))
+        for number, g in enumerate(plan.groups, start=1)]
+    return DedupeResult(
+        source=source, documents=docs, threshold=threshold, top_k=top_k, keep=keep, mode=mode,
+        pairs=[DuplicatePair(p.score, docs[p.left], docs[p.right]) for p in pairs],
+        clusters=clusters,
+        kept=[docs[i] for i in plan.kept.tolist()],
+        dropped=[Dropped(docs[i], docs[r], s) for i, r, s in
+                 zip(plan.dropped.tolist(), plan.duplicate_of.tolist(), plan.scores.tolist())],
+        mine_seconds=mine_seconds, recall=recall, search=search)
+
+
+def _bar(n: int, enabled: bool):
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n * (n - 1) // 2 if n > 1 else 0, unit="pair", unit_scale=True, desc="mining",
+                disable=not enabled, leave=False, file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------- approximate
+def mine_approximate(embeddings: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *, top_k: int | None = None,
+                     nlist: int | None = None, nprobe: int | None = None, sample: int = 1000, seed: int = 0,
+                     progress: Callable[[int], None] | None = None) -> tuple[Pairs, Recall, str]:
+    """Pairs >= ``threshold`` found by an IVF range search (FAISS), and the recall of that search.
+
+    The vectors are split into ``nlist`` clusters (default 2·√n, k-means on 40 points per list); each
+    document is searched in its ``nprobe`` nearest clusters (default 8), from both sides of every pair.
+    Found pairs are re-scored exactly, so every reported pair is a true one; some may be missed. The
+    recall is measured against an exact search for ``sample`` random documents (seeded): of all pairs
+    >= threshold that involve a sampled document, the share found. With ``top_k``, the cap is applied to
+    the pairs found.
+    """
+    import faiss
+
+    threshold = check_threshold(threshold)
+    matrix = np.asarray(embeddings, dtype=np.float32)
+    n = len(matrix)
+    empty = np.zeros(0, dtype=np.int64)
+    if n < 2:
+        return Pairs(empty, empty, np.zeros(0), threshold, n, top_k), Recall(min(n, sample), 0, 0), "approximate"
+    if sample < 1:
+        raise SemsearchError(f"the recall sample must hold at least 1 document, got {sample}")
+    d = matrix.shape[1]
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    unit = np.ascontiguousarray(np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0))
+    nlist = nlist or min(int(2 * math.sqrt(n)), n // 40)  # k-means wants >= 39 points per list
+    nprobe = min(max(nlist, 1), nprobe or 8)
+    if nlist < 2:  # too few documents to partition: one flat list, searched exhaustively
+        ivf, nlist, nprobe = faiss.IndexFlatIP(d), 1, 1
+    else:
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.seed, ivf.cp.niter, ivf.cp.max_points_per_centroid = seed, 10, 40  # coarse lists train fast
+        points = min(n, 40 * nlist)
+        ivf.train(unit if points == n else unit[np.sort(np.random.default_rng(seed).choice(n, points, replace=False))])
+        ivf.nprobe = nprobe
+    ivf.add(unit)
+    radius = threshold - 1e-4  # range search keeps scores > radius; float32 slack, re-scored below
+    lefts, rights = [], []
+    step = 4096
+    for start in range(0, n, step):
+        lims, _, found = ivf.range_search(unit[start:start + step], radius)
+        queries = np.repeat(np.arange(start, min(n, start + step), dtype=np.int64), np.diff(lims).astype(np.int64))
+        lefts.append(queries)
+        rights.append(found.astype(np.int64))
+        if progress is not None:
+            rows = min(n, start + step) - start
+            progress(rows * (n - 1) // 2)
+    left, right = np.concatenate(lefts), np.concatenate(rights)
+    left, right = np.minimum(left, right), np.maximum(left, right)
+    distinct = left != right
+    codes = np.unique(left[distinct] * n + right[distinct])
+    left, right = codes // n, codes % n
+    scores = exact_scores(matrix, left, right)
+    keep = scores >= threshold
+    left, right, scores = left[keep], right[keep], scores[keep]
+    recall = _recall(matrix, left, right, threshold, sample, seed)
+    if top_k is not None:
+        keep = select_top_k(left, right, scores, top_k)
+        left, right, scores = left[keep], right[keep], scores[keep]
+    order = np.lexsort((right, left, -scores))
+    pairs = Pairs(left[order], right[order], scores[order], threshold, n, top_k, candidates=len(codes))
+    how = f"IVF {nlist} lists, {nprobe} probed" if nlist > 1 else "one flat list (too few documents for IVF)"
+    return pairs, recall, f"approximate, {how}, float64 re-scoring"
+
+
+def _recall(matrix: np.ndarray, left: np.ndarray, right: np.ndarray, threshold: float, sample: int,
+            seed: int) -> Recall:
+    """Recall of the found pairs against an exact search for ``sample`` random documents."""
+    n = len(matrix)
+    chosen = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
+    in_sample = np.zeros(n, dtype=bool)
+    in_sample[chosen] = True
+    a, b = mine_rows(matrix, chosen, threshold)
+    exact = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
+    touched = in_sample[left] | in_sample[right]
+    found = np.intersect1d(exact, left[touched] * n + right[touched])
+    return Recall(len(chosen), len(exact), len(found))
+
+
+def mine_rows(matrix: np.ndarray, rows: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact: ``(row, partner)`` for every partner of each of ``rows`` with cosine >= threshold (no self)."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1)
+    unit = np.divide(matrix, norms[:, None], out=np.zeros_like(matrix), where=norms[:, None] > 0)
+    lefts, rights = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for start in range(0, len(rows), 256):
+        part = np.asarray(rows[start:start + 256], dtype=np.int64)
+        r, c = np.nonzero(unit[part] @ unit.T >= threshold - 1e-4)  # float32 slack, re-scored below
+        a, b = part[r], c.astype(np.int64)
+        a, b = a[a != b], b[a != b]
+        keep = exact_scores(matrix, a, b) >= threshold
+        lefts.append(a[keep])
+        rights.append(b[keep])
+    return np.concatenate(lefts), np.concatenate(rights)
+
+
+# ----------------------------------------------------------------------------------------------- output
+class View(str, Enum):
+    PAIRS = "pairs"
+    CLUSTERS = "clusters"
+    PLAN = "plan"
+
+
+def result_rows(result: DedupeResult, view: View | str = View.PAIRS) -> list[dict]:
+    """Flat records of one view of a result, the same keys for JSON lines and CSV.
+
+    pairs: ``score, id_a, id_b, text_a, text_b``; clusters: one row per document, ``cluster, size, id,
+    representative, score, link_id, link_score, text``; plan: one row per document, ``id, action,
+    duplicate_of, score``. Corpus input adds the line numbers (``line_a``/``line_b``, ``line``).
+    """
+    view = View(view)
+    lines = bool(result.documents) and result.documents[0].line is not None
+    rows: list[dict] = []
+    if view is View.PAIRS:
+        for p in result.pairs:
+            row = {"score": round(p.score, 6), "id_a": p.a.id, "id_b": p.b.id, "text_a": p.a.text, "text_b": p.b.text}
+            if lines:
+                row.update(line_a=p.a.line, line_b=p.b.line)
+            rows.append(row)
+    elif view is View.CLUSTERS:
+        for c in result.clusters:
+            members = [(c.representative, True, 1.0, None, None)] + [
+                (m.document, False, m.score, m.link.id, m.link_score) for m in c.members]
+            for doc, is_rep, score, link_id, link_score in members:
+                row = {"cluster": c.number, "size": c.size, "id": doc.id, "representative": is_rep,
+                       "score": round(score, 6), "link_id": link_id,
+                       "link_score": None if link_score is None else round(link_score, 6), "text": doc.text}
+                if lines:
+                    row["line"] = doc.line
+                rows.append(row)
+    else:
+        dropped = {item.document.position: item for item in result.dropped}
+        for doc in result.documents:
+            item = dropped.get(doc.position)
+            row = {"id": doc.id, "action": "drop" if item else "keep",
+                   "duplicate_of": item.duplicate_of.id if item else None,
+                   "score": round(item.score, 6) if item else None}
+            if lines:
+                row["line"] = doc.line
+            rows.append(row)
+    return rows
+
+
+def write_rows(path: str | os.PathLike, rows: list[dict], fields: Sequence[str] | None = None) -> str:
+    """Write records as JSON lines (``.jsonl``, ``.ndjson``, ``.json``) or CSV (``.csv``), atomically.
+
+    Returns the format written. CSV needs ``fields`` (the header) when ``rows`` is empty.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".ndjson", ".json", ".csv"):
+        raise SemsearchError(f"{path}: cannot tell the format from {suffix or 'no suffix'!r}; use .jsonl or .csv")
+    if not path.parent.is_dir():
+        raise InputError(path, "its folder does not exist")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            if suffix == ".csv":
+                header = list(fields or (rows[0].keys() if rows else []))
+                writer = csv.DictWriter(fh, fieldnames=header)
+                writer.writeheader()
+                writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+            else:
+                for row in rows:
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(path, f"cannot be written ({exc.strerror})") from None
+    return "csv" if suffix == ".csv" else "jsonl"
+
+
+def view_fields(view: View | str, lines: bool) -> list[str]:
+    """The column names of a view (for a CSV header when there are no rows)."""
+    view = View(view)
+    if view is View.PAIRS:
+        return ["score", "id_a", "id_b", "text_a", "text_b"] + (["line_a", "line_b"] if lines else [])
+    if view is View.CLUSTERS:
+        return ["cluster", "size", "id", "representative", "score", "link_id", "link_score", "text"] + (
+            ["line"] if lines else [])
+    return ["id", "action", "duplicate_of", "score"] + (["line"] if lines else [])
+
+
+__all__ = ["Mode", "View", "Document", "DuplicatePair", "Cluster", "ClusterMember", "Dropped", "Recall",
+           "DedupeResult", "dedupe", "dedupe_vectors", "index_vectors", "corpus_vectors", "mine_approximate",
+           "mine_rows", "result_rows", "write_rows", "view_fields"]
