@@ -1,5 +1,5 @@
 # Two commands on a fresh machine:
-#   make demo   installs into .venv, indexes the built-in demo corpus and runs a few queries
+#   make demo   installs into .venv, indexes the built-in demo corpus, runs a few queries and a dedupe
 #   make test   installs into .venv and runs the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,6 +21,8 @@ demo: $(BIN)/.installed
 	$(BIN)/semsearch demo-corpus indexes/stdlib.jsonl
 	$(BIN)/semsearch index indexes/stdlib.jsonl --index stdlib
 	for q in $(DEMO_QUERIES); do echo; echo "== $$q"; $(BIN)/semsearch query --index stdlib -k 5 "$$q"; done
+	@echo; echo "== near-duplicate docstrings (cosine >= 0.985)"
+	$(BIN)/semsearch dedupe --index stdlib --threshold 0.985
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
