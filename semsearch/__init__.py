@@ -17,8 +17,15 @@ _EXPORTS = {
     "Record": "corpus", "read_records": "corpus",
     "index_corpus": "api", "search": "api",
     "evaluate_sts": "evaluation", "StsResult": "evaluation",
+    "evaluate_pairs": "evaluation", "evaluate_triplets": "evaluation", "evaluate_nli": "evaluation",
+    "evaluate_retrieval": "retrieval", "RetrievalResult": "retrieval", "RetrievalMetrics": "metrics",
+    "train_model": "training.trainer", "TrainConfig": "training.trainer", "TrainReport": "training.trainer",
+    "save_model": "training.save", "Objective": "training.losses",
     "SemsearchError": "errors", "InputError": "errors", "ModelError": "errors",
     "IndexNotFoundError": "errors", "IndexFormatError": "errors",
+    "mine_pairs": "mining", "plan_keep": "mining", "find_clusters": "mining", "Pairs": "mining",
+    "KeepPlan": "mining", "Keep": "mining", "DEFAULT_THRESHOLD": "mining",
+    "dedupe": "dedupe", "DedupeResult": "dedupe",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -33,8 +40,10 @@ def __getattr__(name: str):
 if TYPE_CHECKING:
     from .api import index_corpus, search
     from .corpus import Record, read_records
+    from .dedupe import DedupeResult, dedupe
     from .encoder import DEFAULT_MODEL, Encoder, EncoderSpec
     from .errors import IndexFormatError, IndexNotFoundError, InputError, ModelError, SemsearchError
     from .evaluation import StsResult, evaluate_sts
     from .index import AddReport, Hit, Index, IndexWriter
+    from .mining import DEFAULT_THRESHOLD, Keep, KeepPlan, Pairs, find_clusters, mine_pairs, plan_keep
     from .pooling import Pooling

@@ -25,21 +25,27 @@ def index_corpus(corpus: str | os.PathLike, index: str | os.PathLike | None = No
                  model: str | None = None, pooling: Pooling | str | None = None, encoder: "Encoder | None" = None,
                  format: Format | str | None = None, text_field: str = "text", id_field: str | None = "id",
                  batch_size: int = 32, chunk_size: int = 2048, skip_invalid: bool = False,
-                 progress: Callable[[int], None] | None = None) -> AddReport:
+                 index_type: str = "auto", progress: Callable[[int], None] | None = None) -> AddReport:
     """Embed the records of ``corpus`` into ``index`` (created when missing).
 
     Nothing is visible until the whole file went through: a bad record leaves the index as it was, unless
-    ``skip_invalid``, when bad records are passed over and counted in the report.
+    ``skip_invalid``, when bad records are passed over and counted in the report. ``index_type`` applies to a
+    new index (``auto``, ``flat``, ``hnsw``, ``ivf``, ``ivfpq`` or a FAISS factory string, see
+    :mod:`semsearch.vectors`); ``auto`` is exact flat search unless the file has more lines than
+    :data:`~semsearch.vectors.AUTO_FLAT_MAX` (stdin: flat).
     """
     skipped: list[InputError] = []
     if encoder is None and (model is not None or pooling is not None) and not _exists(index):
         from .encoder import Encoder
 
-        encoder = Encoder.load(model, pooling=pooling)
+        encoder = Encoder.load(model, pooling=pooling, backend="auto")
     records = read_records(corpus, format=format, text_field=text_field, id_field=id_field,
                            on_invalid=skipped.append if skip_invalid else None)
     source = "<stdin>" if str(corpus) == STDIN else str(corpus)
-    with IndexWriter(index, encoder, model=model) as writer:
+    expected = None
+    if str(index_type).strip().lower() == "auto" and str(corpus) != STDIN and not _exists(index):
+        expected = _count_lines(corpus)
+    with IndexWriter(index, encoder, model=model, index_type=index_type, expected_count=expected) as writer:
         report = writer.add(records, batch_size=batch_size, chunk_size=chunk_size, source=source, progress=progress)
         report.skipped = len(skipped)
         report.skipped_examples = [str(e) for e in skipped[:5]]
@@ -55,6 +61,15 @@ def delete_documents(index: str | os.PathLike | None = None, *, ids: Sequence[st
         return writer.delete(ids, filters)
 
 
+def _count_lines(path: str | os.PathLike) -> int | None:
+    """Newlines in a file (an upper bound on its records, cheap to get); None when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 22), b""))
+    except OSError:
+        return None
+
+
 def _exists(index) -> bool:
     from .index import MANIFEST, index_path
 
@@ -63,19 +78,20 @@ def _exists(index) -> bool:
 
 def search(queries: str | Sequence[str], index: str | os.PathLike | Index | None = None, *, k: int = 10,
            threshold: float | None = None, filters: Sequence[str] | None = None,
-           model: str | None = None) -> list[list[Hit]]:
+           model: str | None = None, nprobe: int | None = None, ef_search: int | None = None) -> list[list[Hit]]:
     """Nearest documents for each query (one list of hits per query, best first).
 
     ``filters`` are metadata conditions (``["lang=en", "year>=2020"]``) applied before the vector search.
+    ``nprobe`` (IVF indexes) and ``ef_search`` (HNSW) override the index's search defaults.
     """
     if isinstance(index, Index):
         if model is not None:
             index.encoder(model)
-        return index.search(queries, k=k, threshold=threshold, filters=filters)
+        return index.search(queries, k=k, threshold=threshold, filters=filters, nprobe=nprobe, ef_search=ef_search)
     with Index.open(index) as opened:
         if model is not None:
             opened.encoder(model)
-        return opened.search(queries, k=k, threshold=threshold, filters=filters)
+        return opened.search(queries, k=k, threshold=threshold, filters=filters, nprobe=nprobe, ef_search=ef_search)
 
 
 def read_queries(path: str | Path) -> list[str]:

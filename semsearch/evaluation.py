@@ -98,3 +98,70 @@ def evaluate_sts(encoder: "Encoder", path: str | Path, batch_size: int = 32) -> 
     predicted = cosine_scores(encoder, pairs, batch_size)
     gold = np.array([p.score for p in pairs])
     return StsResult(100 * spearman(predicted, gold), 100 * pearson(predicted, gold), len(pairs))
+
+
+def _embed_unique(encoder: "Encoder", columns: list[list[str]], batch_size: int = 32) -> list[np.ndarray]:
+    """The embeddings of each column of texts, every distinct sentence embedded once."""
+    sentences = sorted({s for column in columns for s in column})
+    position = {s: i for i, s in enumerate(sentences)}
+    vectors = encoder.encode(sentences, batch_size=batch_size).astype(np.float64)
+    return [vectors[[position[s] for s in column]] for column in columns]
+
+
+def evaluate_pairs(encoder: "Encoder", path: str | Path, *, threshold: float | None = None,
+                   columns: str | None = None, skip_invalid: bool = False, batch_size: int = 32):
+    """Duplicate pairs (``label, sentence1, sentence2``; label 0/1): the best-F1 cosine threshold, and
+    precision, recall and F1 at ``threshold`` when given. Returns a :class:`~semsearch.metrics.PairsResult`."""
+    from .metrics import PairsResult, at_threshold, best_f1_threshold
+    from .training.data import DataKind, read_dataset
+
+    data = read_dataset(path, DataKind.DUPLICATE_PAIRS, columns=columns, skip_invalid=skip_invalid)
+    labels = [e.label for e in data.examples]
+    if not any(labels):
+        raise InputError(path, "no duplicate pairs (label 1): the best-F1 threshold is undefined")
+    pairs = [ScoredPair(e.texts[0], e.texts[1], float(e.label)) for e in data.examples]
+    scores = cosine_scores(encoder, pairs, batch_size)
+    return PairsResult(best_f1_threshold(scores, labels),
+                       at_threshold(scores, labels, threshold) if threshold is not None else None,
+                       len(pairs), int(sum(labels)), data.skipped)
+
+
+def evaluate_triplets(encoder: "Encoder", path: str | Path, *, columns: str | None = None,
+                      skip_invalid: bool = False, batch_size: int = 32):
+    """Triplets (``anchor, positive, negative``): the share (x100) with the anchor nearer the positive
+    (Euclidean distance of the encoder's embeddings). Returns a :class:`~semsearch.metrics.TripletResult`."""
+    from .metrics import TripletResult, triplet_accuracy
+    from .training.data import DataKind, read_dataset
+
+    data = read_dataset(path, DataKind.TRIPLETS, columns=columns, skip_invalid=skip_invalid)
+    anchor, positive, negative = _embed_unique(encoder, [[e.texts[i] for e in data.examples] for i in range(3)],
+                                               batch_size)
+    return TripletResult(triplet_accuracy(anchor, positive, negative), len(data), data.skipped)
+
+
+def evaluate_nli(model: str | Path, path: str | Path, *, columns: str | None = None, skip_invalid: bool = False,
+                 batch_size: int = 32, device: str | None = None):
+    """Accuracy (x100) of the softmax head saved beside ``model`` on labelled pairs
+    (``sentence1, sentence2, label``, labels as in training). Returns a :class:`~semsearch.metrics.NliResult`."""
+    import torch
+
+    from .encoder import Encoder
+    from .metrics import NliResult
+    from .training.data import DataKind, read_dataset
+    from .training.save import load_head
+
+    encoder = Encoder.load(model, device=device)
+    head = load_head(model, encoder)
+    data = read_dataset(path, DataKind.LABELLED_PAIRS, columns=columns, skip_invalid=skip_invalid, labels=head.labels)
+    features = encoder.with_options(normalize=head.normalize)  # the embeddings the head was trained on
+    u, v = _embed_unique(features, [[e.texts[0] for e in data.examples], [e.texts[1] for e in data.examples]],
+                         batch_size)
+    with torch.inference_mode():
+        logits = head.logits(torch.from_numpy(u).float().to(encoder.device), torch.from_numpy(v).float().to(encoder.device))
+    predicted = logits.argmax(dim=1).cpu().numpy()
+    gold = np.array([e.label for e in data.examples])
+    confusion = np.zeros((head.num_labels, head.num_labels), dtype=np.int64)
+    np.add.at(confusion, (gold, predicted), 1)
+    majority = 100.0 * np.bincount(gold, minlength=head.num_labels).max() / len(gold)
+    return NliResult(100.0 * float(np.mean(predicted == gold)), len(gold), float(majority), head.labels,
+                     confusion.tolist(), data.skipped)

@@ -32,7 +32,7 @@ from .corpus import Record, iter_batches
 from .encoder import EncoderSpec
 from .errors import IndexFormatError, IndexNotFoundError, ModelError, SemsearchError
 from .store import DocStore
-from .vectors import DEFAULT_FACTORY, VectorStore
+from .vectors import IndexTypeError, VectorStore, choose_type, normalise_type, stored_type
 
 if TYPE_CHECKING:
     from .encoder import Encoder
@@ -165,7 +165,7 @@ class Index:
             missing = db_file if not db_file.is_file() else faiss_file
             raise IndexFormatError(f"{missing}: missing; the index is damaged (run: semsearch check --repair)")
         try:
-            vectors = VectorStore.load(faiss_file, manifest["faiss"]["factory"])
+            vectors = VectorStore.load(faiss_file, manifest["faiss"], mmap=True)
         except RuntimeError as exc:
             raise IndexFormatError(f"{faiss_file}: unreadable FAISS file ({str(exc).splitlines()[0][:200]})") from None
         return cls(path, manifest, DocStore(db_file, readonly=True), vectors)
@@ -187,7 +187,8 @@ class Index:
         from .encoder import Encoder
 
         if model is not None:
-            candidate = Encoder.load(model, pooling=self.spec.pooling, max_length=self.spec.max_length, device=device)
+            candidate = Encoder.load(model, pooling=self.spec.pooling, max_length=self.spec.max_length, device=device,
+                                     backend="auto")
             check_same_encoder(self.spec, candidate.spec, self.path)
             self._encoder = candidate
         if self._encoder is None:
@@ -200,18 +201,22 @@ class Index:
         self._encoder = encoder
 
     def search(self, queries: str | Sequence[str], k: int = 10, threshold: float | None = None,
-               filters: Sequence[str] | None = None) -> list[list[Hit]]:
+               filters: Sequence[str] | None = None, *, nprobe: int | None = None,
+               ef_search: int | None = None) -> list[list[Hit]]:
         """Nearest documents for each query text, best first, with cosine scores.
 
         ``filters`` (``["lang=en", "year>=2020"]``, see :mod:`semsearch.filters`) restrict the search to the
         matching documents before the vector search, so k results come back whenever k documents match.
+        ``nprobe`` (IVF indexes) and ``ef_search`` (HNSW) override the search defaults in the manifest.
         """
         texts = [queries] if isinstance(queries, str) else list(queries)
         vectors = self.encoder().encode(texts)
-        return self.search_vectors(vectors, k=k, threshold=threshold, filters=filters)
+        return self.search_vectors(vectors, k=k, threshold=threshold, filters=filters, nprobe=nprobe,
+                                   ef_search=ef_search)
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10, threshold: float | None = None,
-                       filters: Sequence[str] | None = None) -> list[list[Hit]]:
+                       filters: Sequence[str] | None = None, *, nprobe: int | None = None,
+                       ef_search: int | None = None) -> list[list[Hit]]:
         """Like :meth:`search` for query vectors already embedded (normalised, float32)."""
         if k < 1:
             raise SemsearchError(f"k must be at least 1, got {k}")
@@ -223,7 +228,7 @@ class Index:
                 return [[] for _ in vectors]
         if len(self) == 0:
             return [[] for _ in vectors]
-        scores, ids = self.vectors.search(vectors, k, allowed=allowed)
+        scores, ids = self.vectors.search(vectors, k, allowed=allowed, nprobe=nprobe, ef_search=ef_search)
         docs = self.store.fetch(np.unique(ids[ids >= 0]).tolist())
         results = []
         for row_scores, row_ids in zip(scores, ids):
@@ -280,14 +285,17 @@ class IndexWriter:
     """
 
     def __init__(self, name_or_path: str | os.PathLike | None = None, encoder: "Encoder | None" = None, *,
-                 model: str | None = None, factory: str = DEFAULT_FACTORY, lock_timeout: float = 60.0,
-                 rebuild: bool = False, create: bool = True) -> None:
+                 model: str | None = None, index_type: str = "auto", expected_count: int | None = None,
+                 lock_timeout: float = 60.0, rebuild: bool = False, create: bool = True) -> None:
+        """``index_type`` (new index only, see :mod:`semsearch.vectors`): ``auto`` is exact flat unless
+        ``expected_count`` says the corpus is large."""
         self.path = index_path(name_or_path)
         self._rebuild = rebuild
         self._create = create
         self._given_encoder = encoder
         self._model = model
-        self._factory = factory
+        self._index_type = normalise_type(index_type)
+        self._expected_count = expected_count
         self._lock = _Lock(self.path / ".lock", lock_timeout)
         self._encoder: Encoder | None = None
 
@@ -320,9 +328,10 @@ class IndexWriter:
             from .encoder import Encoder
 
             if self.old is None:
-                self._encoder = Encoder.load(self._model)
+                self._encoder = Encoder.load(self._model, backend="auto")
             elif self._model is not None:
-                self._encoder = Encoder.load(self._model, pooling=self.spec.pooling, max_length=self.spec.max_length)
+                self._encoder = Encoder.load(self._model, pooling=self.spec.pooling, max_length=self.spec.max_length,
+                                             backend="auto")
                 check_same_encoder(self.spec, self._encoder.spec, self.path)
             else:
                 self._encoder = Encoder.from_spec(self.spec)
@@ -330,6 +339,11 @@ class IndexWriter:
 
     def _begin(self) -> None:
         self.old = read_manifest(self.path) if (self.path / MANIFEST).exists() else None
+        if self.old is not None and self._index_type not in ("auto", stored_type(self.old["faiss"]),
+                                                             self.old["faiss"]["factory"]):
+            raise IndexTypeError(
+                f"{self.path}: is a {stored_type(self.old['faiss'])} index ({self.old['faiss']['factory']}) and keeps "
+                f"that type; drop --index-type {self._index_type}, or build a new index with it")
         self._clean_orphans()
         self.spec = EncoderSpec.from_dict(self.old["encoder"]) if self.old else None
         if self._given_encoder is not None:
@@ -342,12 +356,15 @@ class IndexWriter:
         self.db_file = self.path / f"docs.{self.generation}.db"
         self.faiss_file = self.path / f"vectors.{self.generation}.faiss"
         if self.old is None or self._rebuild:
-            factory = self.old["faiss"]["factory"] if self.old else self._factory
             dimension = self.spec.dimension if self.spec else self.encoder.dimension
-            self.vectors = VectorStore.create(dimension, factory)
+            if self.old is None:
+                self.vectors = VectorStore.create(dimension, choose_type(self._index_type, self._expected_count))
+            else:
+                self.vectors = VectorStore.create(dimension, stored_type(self.old["faiss"]),
+                                                  build=self.old["faiss"].get("build"))
         else:
             try:
-                self.vectors = VectorStore.load(self.path / self.old["faiss"]["file"], self.old["faiss"]["factory"])
+                self.vectors = VectorStore.load(self.path / self.old["faiss"]["file"], self.old["faiss"])
             except RuntimeError:
                 raise IndexFormatError(f"{self.path / self.old['faiss']['file']}: unreadable FAISS file; "
                                        "run: semsearch check --repair") from None
@@ -383,6 +400,8 @@ class IndexWriter:
             self._abort()
             return self.old
         self.store.db.conn.commit()
+        if self.vectors.needs_rebuild:  # too many dead vectors in a type that cannot remove them
+            self.vectors = self.vectors.rebuilt(self._reencoded)
         if self._deleted:
             self.store.db.execute("vacuum")  # give the deleted rows' pages back
         count = len(self.store)
@@ -396,8 +415,7 @@ class IndexWriter:
             "format": FORMAT_VERSION,
             "generation": self.generation,
             "encoder": (self._encoder.spec if self._encoder is not None else self.spec).to_dict(),
-            "faiss": {"factory": self.vectors.factory, "metric": "inner_product", "file": self.faiss_file.name,
-                      "sha256": _sha256(self.faiss_file)},
+            "faiss": {**self.vectors.manifest(), "file": self.faiss_file.name, "sha256": _sha256(self.faiss_file)},
             "sqlite": {"file": self.db_file.name, "sha256": _sha256(self.db_file)},
             "counts": {"documents": count},
             "created": self.old["created"] if self.old else _now(),
@@ -457,6 +475,11 @@ class IndexWriter:
         for rowids, texts in self.store.iter_texts():
             self.vectors.add(np.array(rowids, dtype=np.int64), self.encoder.encode(texts, batch_size=batch_size))
         self._dirty = True
+
+    def _reencoded(self):
+        """``(rowids, vectors)`` of every stored text, embedded again (rebuilding a lossy index)."""
+        for rowids, texts in self.store.iter_texts():
+            yield np.array(rowids, dtype=np.int64), self.encoder.encode(texts, show_progress=False)
 
     def delete(self, ids: Sequence[str] = (), filters: Sequence[str] | None = None) -> int:
         """Remove documents by id and/or by metadata filter; returns how many were removed.
