@@ -3,27 +3,34 @@
 Vectors are L2-normalised before they get here, so inner product is cosine similarity. Every index type keeps
 that metric and those ids:
 
-=========  =====================================  ==============================================================
-type       FAISS factory                          notes
-=========  =====================================  ==============================================================
-flat       ``IDMap2,Flat``                        exact; the default up to :data:`AUTO_FLAT_MAX` documents
-hnsw       ``IDMap,HNSW32,Flat``                  graph; no training; ids cannot be removed (see below)
-ivf        ``IVF{nlist},Flat``                    trained once, on the first write; exact vectors kept
-ivfpq      ``IVF{nlist},PQ{d/4}x8``               trained once; 4 dimensions per byte (lossy: 16x smaller)
-other      any FAISS factory string               wrapped in ``IDMap``/``IDMap2`` when it keeps no ids itself
-=========  =====================================  ==============================================================
+=======  ===========================================  ==========================================================
+type     FAISS factory (n: count at the first write)  notes
+=======  ===========================================  ==========================================================
+flat     ``IDMap2,Flat``                              exact; what ``auto`` picks up to :data:`AUTO_FLAT_MAX`
+hnsw     ``IDMap,HNSW32,Flat``                        graph, no training; cannot remove ids (dead-marked)
+ivf      ``IVF{sqrt n},Flat``                         trained once; exact vectors; ``auto`` above the bound
+ivfpq    ``IDMap,IVF{sqrt n},PQ{d/8}x8,RFlat``        48-byte PQ codes searched in memory, the best
+                                                      ``k_factor`` x k re-ranked with exact vectors that
+                                                      readers memory-map; cannot remove ids (dead-marked)
+other    any FAISS factory string                     wrapped in ``IDMap``/``IDMap2`` when it keeps no ids
+=======  ===========================================  ==========================================================
+
+Search knobs (``nprobe`` for IVF, ``efSearch`` for HNSW, ``k_factor`` for ivfpq) default to values measured to give
+recall@10 >= 0.95 (``benchmarks/results/scale.md``) and are recorded in the manifest; ``nprobe`` and ``efSearch``
+can be overridden per query.
 
 *Training.* A type that needs training (IVF, PQ, ...) starts as a flat buffer; :meth:`VectorStore.save` trains
 it on a seeded sample of what the first write holds, with ``nlist`` chosen from the real count, and moves the
 vectors in. Later writes add to the trained index.
 
-*Removal.* Flat and IVF indexes remove ids. Types that cannot (HNSW) mark a removed vector dead by flipping its
-id to ``~rowid`` (negative) in the FAISS id map, a search excludes negative ids with an ID selector, and the
-writer rebuilds the vectors once more than :data:`REBUILD_DEAD_FRACTION` of them are dead. The tombstones live in
-the FAISS file, so they are saved and swapped in with it.
+*Removal.* Flat and IVF indexes remove ids. Types that cannot (HNSW, ivfpq) mark a removed vector dead by flipping
+its id to ``~rowid`` (negative) in the FAISS id map; searches exclude negative ids with an ID selector, and the
+writer rebuilds the vectors once more than :data:`REBUILD_DEAD_FRACTION` of them are dead (copied when stored
+exactly, else embedded again from the stored texts). The marks live in the FAISS file, so they are saved and
+swapped in with it.
 
-*Loading.* Readers memory-map what FAISS can map: IVF inverted lists (``IO_FLAG_MMAP``), the vectors of flat and
-HNSW indexes (``IO_FLAG_MMAP_IFC``), so a cold query reads the pages it touches. A flat index whose file is not in
+*Loading.* Readers memory-map what FAISS can map: IVF inverted lists (``IO_FLAG_MMAP``), the vectors of flat,
+HNSW and ivfpq indexes (``IO_FLAG_MMAP_IFC``), so a cold query reads the pages it touches. A flat index whose file is not in
 the page cache is read whole instead, since its every page is touched and one sequential read beats page faults.
 """
 
@@ -48,8 +55,8 @@ AUTO_FLAT_MAX = 200_000  # ``auto``: exact flat search up to this many documents
 AUTO_LARGE = "ivf"  # ``auto`` above it: memory-mapped lists make cold queries cheap; builds in minutes
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
-HNSW_EF_SEARCH = 64
-REFINE_K_FACTOR = 8  # ivfpq: PQ candidates per result, re-ranked with the exact vectors
+HNSW_EF_SEARCH = 64  # the least; see ef_search_for
+REFINE_K_FACTOR = 16  # ivfpq: PQ candidates per result, re-ranked with the exact vectors
 REBUILD_DEAD_FRACTION = 0.2
 FILTER_APPROX_FRACTION = 0.5  # filters matching at least this share use the approximate search (with a selector)
 TRAIN_POINTS_PER_LIST = 64  # IVF training sample: this many vectors per list, at least TRAIN_MIN (PQ codebooks)
@@ -95,8 +102,15 @@ def nlist_for(count: int) -> int:
 
 
 def nprobe_for(nlist: int) -> int:
-    """Lists searched per query: recall@10 >= 0.95 on all-MiniLM-L6-v2 vectors needs about 2 sqrt(nlist)."""
-    return max(1, min(nlist, math.ceil(2 * math.sqrt(nlist))))
+    """Lists searched per query: 32, and at least 1/32 of them (benchmarks/results/scale.md: recall@10 0.98 on
+    40k real and on 1M synthetic all-MiniLM-L6-v2 vectors; 16 lists fall to 0.95 on the real ones)."""
+    return max(1, min(nlist, max(32, math.ceil(nlist / 32))))
+
+
+def ef_search_for(count: int) -> int:
+    """HNSW beam width: 64 up to 100k vectors, growing with sqrt(n) beyond (208 at 1M, where 64 gives recall@10
+    0.91 and 192 gives 0.97 on the synthetic set of benchmarks/results/scale.md)."""
+    return max(HNSW_EF_SEARCH, 16 * math.ceil(HNSW_EF_SEARCH * math.sqrt(count / 100_000) / 16))
 
 
 def _pq_bits(count: int) -> int:
@@ -297,6 +311,8 @@ class VectorStore:
 
     def manifest(self) -> dict:
         """What the manifest records about the vectors (besides the file name and checksum)."""
+        if self._hnsw is not None:  # the beam a search needs grows with the index
+            self.search_defaults["efSearch"] = ef_search_for(len(self))
         return {"type": self.kind, "factory": self.factory, "metric": "inner_product",
                 "search": dict(self.search_defaults), "build": dict(self.build), "dead": self.dead}
 
@@ -323,7 +339,7 @@ class VectorStore:
         if self._ivf is not None and self._ivf.is_trained:
             self.search_defaults.setdefault("nprobe", nprobe_for(self._ivf.nlist))
         if self._hnsw is not None:
-            self.search_defaults.setdefault("efSearch", HNSW_EF_SEARCH)
+            self.search_defaults.setdefault("efSearch", ef_search_for(int(self.index.ntotal)))
         if self._refine is not None:
             self.search_defaults.setdefault("k_factor", REFINE_K_FACTOR)
         self._dead = int(np.count_nonzero(self._id_map() < 0)) if self._tombstones else 0
