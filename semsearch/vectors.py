@@ -238,8 +238,6 @@ class VectorStore:
     @classmethod
     def create(cls, dimension: int, kind: str = "flat", *, build: dict | None = None) -> "VectorStore":
         """An empty store of type ``kind``; one that needs training buffers vectors until :meth:`save`."""
-        import faiss
-
         kind = normalise_type(kind)
         if kind == "auto":
             kind = "flat"
