@@ -16,15 +16,7 @@ from semsearch.cli import main
 from semsearch.errors import InputError, ModelError, SemsearchError
 from semsearch.training.data import DataKind, read_dataset
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def shared_file(*parts: str) -> Path:
-    """A file of ../shared/data, or skip (as conftest.shared_file, which test modules cannot import)."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.is_file():
-        pytest.skip(f"needs {path} (the shared evaluation data beside the checkout; absent in this clone)")
-    return path
+from .conftest import shared_file
 
 SENTENCES = ["A man is playing a guitar.", "A woman is slicing an onion.", "Two dogs run on the beach.",
              "The stock market fell sharply today.", "A child rides a red bicycle.", "Rain is falling on the city.",
