@@ -10,7 +10,7 @@
 #
 # Each writes benchmarks/results/training-NAME.log (commands, their output, wall times). Models go to
 # $MODELS (default /tmp/semsearch-training-models), not into the repository. Data is read in place from
-# ../shared/data. Runs are seeded (--seed 42, the default).
+# ../shared/data. Runs are seeded: SEED=42 (the default of --seed); another SEED names its logs NAME-seedN.
 #
 # Threads: torch uses one thread (OMP_NUM_THREADS=1) unless you set it. On a 2-core machine shared with
 # other work, two threads made a MiniLM training step 20x slower (threads waiting on each other when one is
@@ -23,6 +23,8 @@ MODELS=${MODELS:-/tmp/semsearch-training-models}
 RESULTS=benchmarks/results
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 SEMSEARCH=${SEMSEARCH:-.venv/bin/semsearch}
+SEED=${SEED:-42}
+SUFFIX=$([ "$SEED" = 42 ] && echo "" || echo "-seed$SEED")
 mkdir -p "$MODELS" "$RESULTS"
 STS_TRAIN=$DATA/stsb/stsb-en-train.csv
 STS_DEV=$DATA/stsb/stsb-en-dev.csv
@@ -46,8 +48,9 @@ setup() {
 stsb() {
     setup
     run $SEMSEARCH eval sts "$STS_TEST"
-    run $SEMSEARCH train "$STS_TRAIN" --objective regression --output "$MODELS/stsb" --dev "$STS_DEV" --epochs 4 -q
-    run $SEMSEARCH eval sts "$STS_TEST" --model "$MODELS/stsb"
+    run $SEMSEARCH train "$STS_TRAIN" --objective regression --output "$MODELS/stsb$SUFFIX" --dev "$STS_DEV" \
+        --epochs 4 --seed "$SEED" -q
+    run $SEMSEARCH eval sts "$STS_TEST" --model "$MODELS/stsb$SUFFIX"
 }
 
 nli() {
@@ -84,7 +87,7 @@ nli_stsb() {
 }
 
 case "${1:-}" in
-    stsb) stsb 2>&1 | tee "$RESULTS/training-stsb.log" ;;
+    stsb) stsb 2>&1 | tee "$RESULTS/training-stsb$SUFFIX.log" ;;
     nli) nli 2>&1 | tee "$RESULTS/training-nli.log" ;;
     triplet) triplet 2>&1 | tee "$RESULTS/training-triplet.log" ;;
     nli-stsb) nli_stsb 2>&1 | tee "$RESULTS/training-nli-stsb.log" ;;

@@ -359,6 +359,22 @@ def test_saved_model_reloads_with_identical_embeddings(tmp_path, tiny_encoder):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
+def test_the_lean_backend_reads_the_saved_folder_too(tmp_path, fresh_encoder):
+    """`semsearch index --model DIR` may run a saved model without transformers: same vectors."""
+    pytest.importorskip("semsearch.bert")
+    from semsearch.encoder import Encoder
+    from semsearch.training import TrainConfig, train_model
+
+    train_model(scored_csv(tmp_path / "sts.csv"), tmp_path / "out", objective="regression", encoder=fresh_encoder,
+                config=TrainConfig(epochs=1, learning_rate=1e-3), progress=False)
+    lean = Encoder.load(tmp_path / "out", device="cpu", backend="auto")
+    assert type(lean.model).__name__ == "LeanBert"
+    assert np.abs(lean.encode(SENTENCES) - fresh_encoder.encode(SENTENCES)).max() <= 1e-5
+    with pytest.raises(SemsearchError, match="inference-only backend"):
+        train_model(scored_csv(tmp_path / "sts.csv"), tmp_path / "again", objective="regression", encoder=lean,
+                    progress=False)
+
+
 def test_sentence_transformers_loads_the_saved_folder(tmp_path, fresh_encoder):
     from sentence_transformers import SentenceTransformer
 

@@ -163,6 +163,9 @@ def fit(encoder: "Encoder", dataset: Dataset, loss: "torch.nn.Module", output: s
 
     config = config or TrainConfig()
     config.check()
+    if not isinstance(encoder.model, torch.nn.Module) or not hasattr(encoder.model, "save_pretrained"):
+        raise SemsearchError(f"{encoder.spec.model}: this encoder runs an inference-only backend; "
+                             "load it with Encoder.load(..., backend='transformers') to train it")
     epochs = config.epochs or 1
     output = check_output(output)
     dev_pairs = read_sts(dev) if dev is not None else None
