@@ -25,27 +25,30 @@ def index_corpus(corpus: str | os.PathLike, index: str | os.PathLike | None = No
                  model: str | None = None, pooling: Pooling | str | None = None, encoder: "Encoder | None" = None,
                  format: Format | str | None = None, text_field: str = "text", id_field: str | None = "id",
                  batch_size: int = 32, chunk_size: int = 2048, skip_invalid: bool = False,
-                 index_type: str = "auto", progress: Callable[[int], None] | None = None) -> AddReport:
+                 index_type: str = "auto", precision: str | None = None,
+                 progress: Callable[[int], None] | None = None) -> AddReport:
     """Embed the records of ``corpus`` into ``index`` (created when missing).
 
     Nothing is visible until the whole file went through: a bad record leaves the index as it was, unless
     ``skip_invalid``, when bad records are passed over and counted in the report. ``index_type`` applies to a
     new index (``auto``, ``flat``, ``hnsw``, ``ivf``, ``ivfpq`` or a FAISS factory string, see
     :mod:`semsearch.vectors`); ``auto`` is exact flat search unless the file has more lines than
-    :data:`~semsearch.vectors.AUTO_FLAT_MAX` (stdin: flat).
+    :data:`~semsearch.vectors.AUTO_FLAT_MAX` (stdin: flat). ``precision="bf16"`` embeds in bfloat16 (a new
+    index records it and its queries use it; see :meth:`Encoder.load`); an existing index keeps its own.
     """
     skipped: list[InputError] = []
     if encoder is None and (model is not None or pooling is not None) and not _exists(index):
         from .encoder import Encoder
 
-        encoder = Encoder.load(model, pooling=pooling, backend="auto")
+        encoder = Encoder.load(model, pooling=pooling, backend="auto", precision=precision or "fp32")
     records = read_records(corpus, format=format, text_field=text_field, id_field=id_field,
                            on_invalid=skipped.append if skip_invalid else None)
     source = "<stdin>" if str(corpus) == STDIN else str(corpus)
     expected = None
     if str(index_type).strip().lower() == "auto" and str(corpus) != STDIN and not _exists(index):
         expected = _count_lines(corpus)
-    with IndexWriter(index, encoder, model=model, index_type=index_type, expected_count=expected) as writer:
+    with IndexWriter(index, encoder, model=model, index_type=index_type, expected_count=expected,
+                     precision=precision) as writer:
         report = writer.add(records, batch_size=batch_size, chunk_size=chunk_size, source=source, progress=progress)
         report.skipped = len(skipped)
         report.skipped_examples = [str(e) for e in skipped[:5]]

@@ -56,6 +56,15 @@ class LeanBert:
         self.weights = {k: v.to(device) for k, v in self.weights.items()}
         return self
 
+    def cast_matmul_weights(self, dtype) -> "LeanBert":
+        """Store the encoder layers' matrices and biases in ``dtype`` (run under autocast to that dtype).
+
+        Embeddings and LayerNorm parameters stay float32, as autocast computes LayerNorm in float32.
+        """
+        self.weights = {k: v.to(dtype) if k.startswith("encoder.") and "LayerNorm" not in k else v
+                        for k, v in self.weights.items()}
+        return self
+
     def eval(self) -> "LeanBert":
         return self
 

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 from .corpus import Record, iter_batches
-from .encoder import EncoderSpec
+from .encoder import EncoderSpec, check_precision
 from .errors import IndexFormatError, IndexNotFoundError, ModelError, SemsearchError
 from .store import DocStore
 from .vectors import IndexTypeError, VectorStore, choose_type, normalise_type, stored_type
@@ -41,6 +42,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DEFAULT_INDEX = "default"
 DEFAULT_ROOT = "indexes"
+QUERY_CACHE_SIZE = 1024  # query embeddings an open Index keeps (LRU by text)
 
 
 def index_path(name_or_path: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> Path:
@@ -150,9 +152,18 @@ class Index:
         self.vectors = vectors
         self.spec = EncoderSpec.from_dict(manifest["encoder"])
         self._encoder: Encoder | None = None
+        self.query_cache_size = QUERY_CACHE_SIZE
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @classmethod
-    def open(cls, name_or_path: str | os.PathLike | None = None) -> "Index":
+    def open(cls, name_or_path: str | os.PathLike | None = None, *, query_cache: int = QUERY_CACHE_SIZE) -> "Index":
+        """Open the current generation. ``query_cache``: how many query embeddings to keep (LRU by text; 0: none)."""
+        index = cls._open(name_or_path)
+        index.query_cache_size = query_cache
+        return index
+
+    @classmethod
+    def _open(cls, name_or_path: str | os.PathLike | None) -> "Index":
         path = index_path(name_or_path)
         for attempt in range(3):
             manifest = read_manifest(path)
@@ -188,9 +199,10 @@ class Index:
 
         if model is not None:
             candidate = Encoder.load(model, pooling=self.spec.pooling, max_length=self.spec.max_length, device=device,
-                                     backend="auto")
+                                     backend="auto", precision=self.spec.precision)
             check_same_encoder(self.spec, candidate.spec, self.path)
             self._encoder = candidate
+            self._query_cache.clear()
         if self._encoder is None:
             self._encoder = Encoder.from_spec(self.spec, device=device)
         return self._encoder
@@ -199,6 +211,24 @@ class Index:
         """Query with an encoder already in memory (checked against the manifest)."""
         check_same_encoder(self.spec, encoder.spec, self.path)
         self._encoder = encoder
+        self._query_cache.clear()
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors, from the LRU cache where the same text was embedded before (the rest in one batch)."""
+        cache = self._query_cache
+        if self.query_cache_size <= 0:
+            return self.encoder().encode(list(texts))
+        missing = list(dict.fromkeys(t for t in texts if t not in cache))
+        if missing:
+            for text, vector in zip(missing, self.encoder().encode(missing)):
+                vector.flags.writeable = False
+                cache[text] = vector
+        out = np.stack([cache[t] for t in texts]) if texts else np.zeros((0, self.spec.dimension), np.float32)
+        for text in texts:
+            cache.move_to_end(text)
+        while len(cache) > self.query_cache_size:
+            cache.popitem(last=False)
+        return out
 
     def search(self, queries: str | Sequence[str], k: int = 10, threshold: float | None = None,
                filters: Sequence[str] | None = None, *, nprobe: int | None = None,
@@ -210,7 +240,7 @@ class Index:
         ``nprobe`` (IVF indexes) and ``ef_search`` (HNSW) override the search defaults in the manifest.
         """
         texts = [queries] if isinstance(queries, str) else list(queries)
-        vectors = self.encoder().encode(texts)
+        vectors = self.embed_queries(texts)
         return self.search_vectors(vectors, k=k, threshold=threshold, filters=filters, nprobe=nprobe,
                                    ef_search=ef_search)
 
@@ -246,8 +276,9 @@ def check_same_encoder(expected: EncoderSpec, given: EncoderSpec, where: Path) -
     differences = expected.differences(given)
     if differences:
         raise ModelError(
-            f"{where}: built with model {expected.model!r} ({expected.pooling.value} pooling, {expected.dimension}-d); "
-            f"{given.model!r} differs in {', '.join(differences)}: drop --model to use the index's own, "
+            f"{where}: built with model {expected.model!r} ({expected.pooling.value} pooling, {expected.dimension}-d, "
+            f"{expected.precision}); {given.model!r} differs in {', '.join(differences)}: drop --model"
+            f"{'/--precision' if 'precision' in differences else ''} to use the index's own, "
             "or build a new index with this model")
 
 
@@ -286,14 +317,17 @@ class IndexWriter:
 
     def __init__(self, name_or_path: str | os.PathLike | None = None, encoder: "Encoder | None" = None, *,
                  model: str | None = None, index_type: str = "auto", expected_count: int | None = None,
-                 lock_timeout: float = 60.0, rebuild: bool = False, create: bool = True) -> None:
+                 lock_timeout: float = 60.0, rebuild: bool = False, create: bool = True,
+                 precision: str | None = None) -> None:
         """``index_type`` (new index only, see :mod:`semsearch.vectors`): ``auto`` is exact flat unless
-        ``expected_count`` says the corpus is large."""
+        ``expected_count`` says the corpus is large. ``precision`` (``fp32``, ``bf16``; new index: fp32 when
+        not given) must match an existing index's."""
         self.path = index_path(name_or_path)
         self._rebuild = rebuild
         self._create = create
         self._given_encoder = encoder
         self._model = model
+        self._precision = check_precision(precision) if precision is not None else None
         self._index_type = normalise_type(index_type)
         self._expected_count = expected_count
         self._lock = _Lock(self.path / ".lock", lock_timeout)
@@ -328,10 +362,10 @@ class IndexWriter:
             from .encoder import Encoder
 
             if self.old is None:
-                self._encoder = Encoder.load(self._model, backend="auto")
+                self._encoder = Encoder.load(self._model, backend="auto", precision=self._precision or "fp32")
             elif self._model is not None:
                 self._encoder = Encoder.load(self._model, pooling=self.spec.pooling, max_length=self.spec.max_length,
-                                             backend="auto")
+                                             backend="auto", precision=self.spec.precision)
                 check_same_encoder(self.spec, self._encoder.spec, self.path)
             else:
                 self._encoder = Encoder.from_spec(self.spec)
@@ -346,6 +380,9 @@ class IndexWriter:
                 f"that type; drop --index-type {self._index_type}, or build a new index with it")
         self._clean_orphans()
         self.spec = EncoderSpec.from_dict(self.old["encoder"]) if self.old else None
+        if self.spec is not None and self._precision not in (None, self.spec.precision):
+            raise ModelError(f"{self.path}: was built with {self.spec.precision} precision and keeps it; "
+                             f"drop --precision {self._precision}, or build a new index with it")
         if self._given_encoder is not None:
             if self.spec is not None:
                 check_same_encoder(self.spec, self._given_encoder.spec, self.path)

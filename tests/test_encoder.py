@@ -157,3 +157,37 @@ def test_bundled_model_matches_sentence_transformers_on_stsb(backend):
     ours = Encoder.load(device="cpu", backend=backend).encode(sentences)
     reference = SentenceTransformer(str(bundled_model_path()), device="cpu").encode(sentences, batch_size=32)
     assert np.abs(ours - reference).max() <= 1e-5
+
+
+# ---------------------------------------------------------------- reduced precision
+
+
+@pytest.mark.parametrize("backend", ["transformers", "lean"])
+def test_bf16_encoder_is_close_to_fp32_and_says_so(tiny_model_dir, backend):
+    exact = Encoder.load(tiny_model_dir, device="cpu", backend=backend)
+    reduced = Encoder.load(tiny_model_dir, device="cpu", backend=backend, precision="bf16")
+    assert exact.spec.precision == "fp32" and reduced.spec.precision == "bf16"
+    assert exact.spec.differences(reduced.spec) == ["precision"]
+    a, b = exact.encode(SENTENCES), reduced.encode(SENTENCES)
+    assert a.dtype == b.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)  # normalised in float32
+    cosines = np.sum(a * b, axis=1)
+    assert cosines.min() > 0.99 and np.abs(a - b).max() > 0  # close, yet really computed in bf16
+
+
+def test_lean_bf16_stores_matmul_weights_in_bf16(tiny_model_dir):
+    lean = Encoder.load(tiny_model_dir, device="cpu", backend="lean", precision="bf16")
+    dtypes = {name: w.dtype for name, w in lean.model.weights.items()}
+    assert dtypes["encoder.layer.0.attention.self.query.weight"] == torch.bfloat16
+    assert dtypes["encoder.layer.0.output.LayerNorm.weight"] == torch.float32
+    assert dtypes["embeddings.word_embeddings.weight"] == torch.float32
+    reference = Encoder.load(tiny_model_dir, device="cpu", backend="transformers", precision="bf16")
+    np.testing.assert_allclose(lean.encode(SENTENCES), reference.encode(SENTENCES), atol=2e-2)
+
+
+def test_precision_is_checked_and_old_specs_read_as_fp32(tiny_model_dir):
+    with pytest.raises(ModelError, match="unknown precision 'int4': use fp32 or bf16"):
+        Encoder.load(tiny_model_dir, precision="int4")
+    old = {"model": "m", "fingerprint": "sha256:x", "pooling": "mean", "dimension": 8}  # format-1 manifests before bf16
+    assert EncoderSpec.from_dict(old).precision == "fp32"
+    assert EncoderSpec.from_dict({**old, "precision": "bf16"}).to_dict()["precision"] == "bf16"

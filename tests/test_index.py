@@ -180,3 +180,30 @@ def test_index_path_rules(monkeypatch, tmp_path):
     assert str(index_path("docs")) == "indexes/docs"
     assert index_path(str(tmp_path / "x")) == tmp_path / "x"
     assert str(index_path("./here")) == "here"
+
+
+def test_repeated_queries_come_from_the_lru_cache(tmp_path, index_home, fake_encoder):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(i), "text": f"document {i}"}) + "\n" for i in range(20)))
+    index_corpus(corpus, "lru", encoder=fake_encoder)
+    with Index.open("lru", query_cache=2) as index:
+        index.use_encoder(fake_encoder)
+        fake_encoder.calls = 0
+        first = index.search(["document 3", "document 4"], k=3)
+        assert fake_encoder.calls == 2
+        again = index.search(["document 4", "document 3", "document 4"], k=3)
+        assert fake_encoder.calls == 2  # all three from the cache
+        assert [h.id for h in again[1]] == [h.id for h in first[0]] and again[0][0].id == "4"
+        index.search("document 5", k=1)  # evicts the least recently used: "document 3"
+        assert fake_encoder.calls == 3 and list(index._query_cache) == ["document 4", "document 5"]
+        index.search("document 3", k=1)
+        assert fake_encoder.calls == 4
+        np.testing.assert_array_equal(index.embed_queries(["document 3"]), fake_encoder.encode(["document 3"]))
+        index.use_encoder(fake_encoder)  # another encoder: the cache is dropped
+        assert not index._query_cache
+    with Index.open("lru", query_cache=0) as index:
+        index.use_encoder(fake_encoder)
+        fake_encoder.calls = 0
+        index.search("document 1", k=1)
+        index.search("document 1", k=1)
+        assert fake_encoder.calls == 2 and not index._query_cache

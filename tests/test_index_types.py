@@ -234,7 +234,14 @@ def test_cli_index_type_and_knobs(tmp_path, index_home, tiny_model_dir):
     bad = runner.invoke(main, ["index", str(path), "--index", "u", "--index-type", "bogus", "-q",
                                "--model", str(tiny_model_dir)])
     assert bad.exit_code == 1 and bad.stderr.startswith("Error: unknown index type 'bogus': use auto, flat, hnsw")
-    assert "faiss      IVF1,Flat" in runner.invoke(main, ["info", "--index", "t"]).stdout
+    info = runner.invoke(main, ["info", "--index", "t"]).stdout
+    assert "faiss      ivf: IVF1,Flat (search: nprobe 1)\n" in info
+    assert runner.invoke(main, ["index", str(path), "--index", "h", "--index-type", "hnsw", "-q",
+                                "--model", str(tiny_model_dir)]).exit_code == 0
+    assert runner.invoke(main, ["delete", "--index", "h", "--id", "d3"]).exit_code == 0
+    info = runner.invoke(main, ["info", "--index", "h"]).stdout
+    assert "faiss      hnsw: IDMap,HNSW32,Flat (search: efSearch " in info
+    assert info.split("\n")[3].endswith("), 1 dead vectors awaiting rebuild")
 
 
 # ---------------------------------------------------------------- recall on real sentences (slow)

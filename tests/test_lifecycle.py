@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from semsearch.api import delete_documents, index_corpus
 from semsearch.cli import main
-from semsearch.errors import IndexNotFoundError
+from semsearch.encoder import Encoder
+from semsearch.errors import IndexNotFoundError, ModelError
 from semsearch.filters import FilterError, parse_condition
 from semsearch.index import Index, IndexWriter
 from semsearch.maintenance import check, repair
@@ -305,3 +306,23 @@ def test_two_concurrent_writers_index_everything_once(tmp_path, index_home, tiny
         rowids, _ = index.vectors.vectors()
         ids = sorted(doc.id for doc in index.store.fetch(rowids.tolist()).values())
     assert ids == sorted([f"a{i}" for i in range(1500)] + [f"b{i}" for i in range(1500)])
+
+
+def test_a_bf16_index_keeps_its_precision(cli, tmp_path, tiny_model_dir, index_home):
+    good = write_jsonl(tmp_path / "good.jsonl", [{"id": "a", "text": "hello"}, {"id": "b", "text": "world"}])
+    assert _index(cli, good, "--model", tiny_model_dir, "--precision", "bf16").exit_code == 0
+    manifest = json.loads((index_home / "t" / "manifest.json").read_text())
+    assert manifest["encoder"]["precision"] == "bf16"
+    assert ", bf16, " in cli("info", "--index", "t").stdout
+    with Index.open("t") as index:  # queries run the encoder the index was built with
+        assert index.encoder().spec.precision == "bf16"
+        assert index.search("hello", k=1)[0][0].id == "a"
+    more = write_jsonl(tmp_path / "more.jsonl", [{"id": "c", "text": "again"}])
+    result = _index(cli, more, "--precision", "fp32")
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith("was built with bf16 precision and keeps it; drop --precision fp32, "
+                                          "or build a new index with it")
+    assert _index(cli, more).exit_code == 0  # without --precision an index goes on in its own
+    with pytest.raises(ModelError, match="differs in precision: drop --model/--precision"):
+        IndexWriter("t", Encoder.load(tiny_model_dir, device="cpu")).__enter__()
+    assert check("t").ok and json.loads(cli("info", "--index", "t", "--json").stdout)["counts"]["documents"] == 3

@@ -53,6 +53,19 @@ def test_cls_pooling_is_clearly_worse(real_encoder):
     assert mean - cls > 3
 
 
+def test_bf16_encoder_keeps_the_stsb_score(real_encoder):
+    """Issue 6, Must show 3 (quality half; speed is in benchmarks/precision.py): bf16 costs <= 0.3 points."""
+    from semsearch.encoder import Encoder
+
+    path = shared_file("stsb", "stsb-en-test.csv")
+    reduced = Encoder.load(device="cpu", backend="auto", precision="bf16")
+    exact_score, reduced_score = evaluate_sts(real_encoder, path).spearman, evaluate_sts(reduced, path).spearman
+    assert abs(reduced_score - exact_score) <= 0.3
+    sentences = _stsb_sentences()[:2000]
+    cosines = np.sum(real_encoder.encode(sentences) * reduced.encode(sentences), axis=1)
+    assert cosines.min() > 0.999
+
+
 def _stsb_sentences() -> list[str]:
     sentences: set[str] = set()
     for split in ("train", "dev", "test"):
