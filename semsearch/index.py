@@ -108,15 +108,11 @@ def _fsync_dir(path: Path) -> None:
 
 def _versions() -> dict:
     import sqlite3
-    from importlib.metadata import PackageNotFoundError, version
 
-    out = {"sqlite": sqlite3.sqlite_version}
-    for package in ("semsearch", "faiss-cpu", "torch", "transformers", "sqlite-utils", "numpy"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return out
+    from .versions import package_versions
+
+    return {"sqlite": sqlite3.sqlite_version,
+            **package_versions(("semsearch", "faiss-cpu", "torch", "transformers", "sqlite-utils", "numpy"))}
 
 
 def read_manifest(path: Path) -> dict:

@@ -37,15 +37,9 @@ _MODEL_MARKERS = ("config.json", "modules.json")
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries whose behaviour decides the saved weights and vectors."""
-    from importlib.metadata import PackageNotFoundError, version
+    from ..versions import package_versions
 
-    out = {}
-    for package in ("semsearch", "torch", "transformers", "tokenizers", "safetensors", "numpy"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return out
+    return package_versions(("semsearch", "torch", "transformers", "tokenizers", "safetensors", "numpy"))
 
 
 def _json(path: Path, data) -> None:
