@@ -1,0 +1,138 @@
+"""``semsearch dedupe``: a thin shell over semsearch.dedupe.dedupe (issue 3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import main
+from ._options import index_option, model_option
+
+DEDUPE_OUT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")
+
+
+@main.command("dedupe")
+@click.argument("corpus", required=False, metavar="[CORPUS]")
+@index_option
+@model_option
+@click.option("--threshold", "-t", type=click.FloatRange(-1, 1), default=None,
+              help="Cosine at or above which two documents are near-duplicates. [default: 0.8, chosen on STSb]")
+@click.option("--top-k", type=click.IntRange(1), default=None, help="Keep only each document's K best partners.")
+@click.option("--clusters", is_flag=True, help="Show groups of duplicates (connected components), not pairs.")
+@click.option("--keep", type=click.Choice(["first", "longest"]), default=None,
+              help="Show a plan: one document kept per cluster (the first, or the longest text), the rest dropped.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the rows to FILE: JSON lines (.jsonl) or CSV (.csv).")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout: one object per row.")
+@click.option("--approximate", is_flag=True,
+              help="IVF range search instead of the exhaustive one; prints its recall on a sample.")
+@click.option("--chunk-size", type=click.IntRange(1), default=None,
+              help="Rows per block of the exhaustive search. [default: from free memory]")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "tsv", "text"]), default=None,
+              help="CORPUS format. [default: from the suffix]")
+@click.option("--text-field", default="text", show_default=True, help="Field holding the text (CORPUS).")
+@click.option("--id-field", default="id", show_default=True, help="Field holding the document id (CORPUS).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_json, approximate, chunk_size,
+               fmt, text_field, id_field, batch_size, quiet) -> None:
+    """Find near-duplicate documents: every pair with cosine >= the threshold, grouped into clusters.
+
+    Mines CORPUS (embedded first, same formats as `index`) or, without one, the stored vectors of
+    --index (nothing is re-encoded).
+    """
+    from ..dedupe import View, dedupe, result_rows, view_fields, write_rows
+    from ..mining import DEFAULT_THRESHOLD
+
+    if corpus is not None and index is not None:
+        raise click.UsageError("give a CORPUS file or --index NAME, not both")
+    if corpus is None and model is not None:
+        raise click.UsageError("--model applies to a CORPUS; an index is mined from its stored vectors")
+    if out is not None and Path(out).suffix.lower() not in DEDUPE_OUT_SUFFIXES:
+        raise click.BadParameter(f"{out}: use a .jsonl or .csv file", param_hint="--out")
+    view = View.CLUSTERS if clusters else View.PLAN if keep else View.PAIRS
+    result = dedupe(corpus, index, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, top_k=top_k,
+                    keep=keep or "first", mode="approximate" if approximate else "exact", model=model,
+                    format=fmt, text_field=text_field, id_field=id_field, batch_size=batch_size,
+                    chunk_size=chunk_size, progress=not quiet and sys.stderr.isatty())
+    rows = result_rows(result, view)
+    if out is not None:
+        write_rows(out, rows, view_fields(view, lines=corpus is not None))
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+    elif view is View.PAIRS:
+        _render_pairs(result)
+    elif view is View.CLUSTERS:
+        _render_clusters(result)
+    else:
+        _render_plan(rows)
+    _dedupe_summary(result, out, len(rows))
+
+
+def _clip(text: str, room: int) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= room else text[: room - 1] + "…"
+
+
+def _text_room(width: int) -> int:
+    columns = max(60, os.get_terminal_size().columns if sys.stdout.isatty() else 120)
+    return max(20, columns - width - 12)
+
+
+def _render_pairs(result) -> None:
+    if not result.pairs:
+        click.echo(f"(no pairs with cosine >= {result.threshold:g})")
+        return
+    width = max(len(d.id) for p in result.pairs for d in (p.a, p.b))
+    room = _text_room(width)
+    for p in result.pairs:
+        click.echo(f"{p.score:.4f}  {p.a.id:<{width}}  {_clip(p.a.text, room)}")
+        click.echo(f"{'':6}  {p.b.id:<{width}}  {_clip(p.b.text, room)}")
+
+
+def _render_clusters(result) -> None:
+    if not result.clusters:
+        click.echo(f"(no pairs with cosine >= {result.threshold:g})")
+        return
+    for c in result.clusters:
+        docs = [c.representative] + [m.document for m in c.members]
+        width = max(len(d.id) for d in docs)
+        room = _text_room(width + 6)
+        if c.number > 1:
+            click.echo()
+        click.echo(f"cluster {c.number} ({c.size} documents)")
+        click.echo(f"  keep  {1.0:.4f}  {c.representative.id:<{width}}  {_clip(c.representative.text, room)}")
+        for m in c.members:
+            via = "" if m.link.position == c.representative.position else f"  (via {m.link.id} {m.link_score:.4f})"
+            click.echo(f"  drop  {m.score:.4f}  {m.document.id:<{width}}  {_clip(m.document.text, room)}{via}")
+
+
+def _render_plan(rows) -> None:
+    width = max((len(row["id"]) for row in rows), default=0)
+    for row in rows:
+        if row["action"] == "drop":
+            click.echo(f"drop  {row['id']:<{width}}  duplicate of {row['duplicate_of']} ({row['score']:.4f})")
+        else:
+            click.echo(f"keep  {row['id']}")
+
+
+def _dedupe_summary(result, out, rows: int) -> None:
+    n = len(result.documents)
+    seconds = f"{result.mine_seconds:.1f} s mining" + (
+        f" + {result.encode_seconds:.1f} s embedding" if result.encode_seconds else "")
+    click.echo(f"{result.source}: {n:,} documents, {len(result.pairs):,} pairs with cosine >= {result.threshold:g}"
+               + (f" (top {result.top_k} per document)" if result.top_k else "")
+               + f", {len(result.clusters):,} cluster{'' if len(result.clusters) == 1 else 's'}:"
+               + f" keep {len(result.kept):,}, drop {len(result.dropped):,}"
+               + f" ({seconds}; {result.search})", err=True)
+    if result.recall is not None:
+        r = result.recall
+        click.echo(f"approximate recall: {r.value:.3f} against the exact search on {r.sample:,} sampled documents "
+                   f"({r.found:,} of their {r.exact_pairs:,} pairs found)", err=True)
+    if out is not None:
+        click.echo(f"wrote {rows:,} rows to {out}", err=True)

@@ -1,0 +1,196 @@
+"""Building and keeping indexes: ``index``, ``query``, ``delete``, ``info``, ``check``, ``demo-corpus``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import main
+from ._options import POOLING_CHOICE, index_option, model_option, precision_option
+
+
+@main.command("index")
+@click.argument("corpus", metavar="CORPUS")
+@index_option
+@model_option
+@click.option("--pooling", type=POOLING_CHOICE, default=None, help="Override the model's pooling (new index only).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "tsv", "text"]), default=None,
+              help="Input format. [default: from the suffix; stdin: jsonl if it starts with '{']")
+@click.option("--text-field", default="text", show_default=True, help="Field holding the text (JSONL, CSV, TSV).")
+@click.option("--id-field", default="id", show_default=True,
+              help="Field holding the document id; without one, the id is a hash of the text.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--skip-invalid", is_flag=True, help="Pass over bad records (counted and reported) instead of stopping.")
+@click.option("--index-type", default="auto", show_default=True, metavar="TYPE",
+              help="New index only: auto (exact flat up to 200,000 documents), flat, hnsw, ivf, ivfpq, "
+                   "or a FAISS factory string.")
+@precision_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def index_cmd(corpus, index, model, pooling, fmt, text_field, id_field, batch_size, skip_invalid, index_type,
+              precision, quiet) -> None:
+    """Embed CORPUS (JSONL, CSV/TSV with a header, text lines, or - for stdin) into an index."""
+    from ..api import index_corpus
+    from ..index import index_path
+
+    if precision == "bf16":
+        from ..encoder import bf16_is_fast, default_device
+
+        if not bf16_is_fast(default_device()):
+            click.echo("note: this machine has no native bfloat16 arithmetic; bf16 will be slower than fp32", err=True)
+    with _bar(corpus, quiet) as bar:
+        report = index_corpus(corpus, index, model=model, pooling=pooling, format=fmt, text_field=text_field,
+                              id_field=id_field, batch_size=batch_size, skip_invalid=skip_invalid,
+                              index_type=index_type, precision=precision, progress=bar.update)
+    rate = report.embedded / report.seconds if report.seconds else 0.0
+    click.echo(f"{index_path(index)}: {report.read} read, {report.added} added, {report.updated} updated, "
+               f"{report.unchanged} unchanged"
+               + (f", {report.repeated} repeated ids (last kept)" if report.repeated else "")
+               + (f", {report.truncated} truncated to the model's max length" if report.truncated else "")
+               + f" in {report.seconds:.1f} s ({rate:.0f} docs/s)", err=True)
+    if report.skipped:
+        click.echo(f"skipped {report.skipped} invalid records; first: " + "; ".join(report.skipped_examples), err=True)
+
+
+def _bar(corpus: str, quiet: bool):
+    from tqdm.auto import tqdm
+
+    total = None
+    if corpus != "-" and Path(corpus).is_file() and Path(corpus).stat().st_size < (1 << 30):
+        with open(corpus, "rb") as fh:
+            total = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    return tqdm(total=total, unit="doc", desc="indexing", disable=quiet or not sys.stderr.isatty(),
+                leave=False, file=sys.stderr)
+
+
+@main.command("query")
+@click.argument("text", required=False)
+@index_option
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1), help="Results per query.")
+@click.option("--threshold", "-t", type=click.FloatRange(-1, 1), default=None, help="Only hits with cosine >= this.")
+@click.option("--queries", "queries_file", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="File with one query per line, embedded in one batch.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines: one object per hit.")
+@click.option("--filter", "-f", "filters", multiple=True, metavar="KEY=VALUE",
+              help="Only documents whose metadata matches (also !=, <, <=, >, >=); repeat to AND them.")
+@click.option("--nprobe", type=click.IntRange(1), default=None,
+              help="IVF indexes: lists to search (more: better recall, slower). [default: the manifest's]")
+@click.option("--ef-search", type=click.IntRange(1), default=None,
+              help="HNSW indexes: search beam width (more: better recall, slower). [default: the manifest's]")
+@model_option
+def query_cmd(text, index, k, threshold, queries_file, as_json, filters, nprobe, ef_search, model) -> None:
+    """Find the documents nearest to TEXT (or to each line of --queries)."""
+    from ..api import read_queries, search
+
+    if (text is None) == (queries_file is None):
+        raise click.UsageError("give a query TEXT or --queries FILE (one of them)")
+    queries = [text] if text is not None else read_queries(queries_file)
+    results = search(queries, index, k=k, threshold=threshold, filters=list(filters), model=model, nprobe=nprobe,
+                     ef_search=ef_search)
+    for number, (query, hits) in enumerate(zip(queries, results)):
+        if as_json:
+            for hit in hits:
+                click.echo(json.dumps({"query": query, **hit.to_dict()}, ensure_ascii=False))
+            continue
+        if len(queries) > 1:
+            click.echo(("\n" if number else "") + f"query: {query}")
+        _render_hits(hits)
+
+
+def _render_hits(hits) -> None:
+    if not hits:
+        click.echo("(no results)")
+        return
+    width = max(len(h.id) for h in hits)
+    columns = max(60, (os.get_terminal_size().columns if sys.stdout.isatty() else 120))
+    click.echo(f"{'rank':>4}  {'score':>6}  {'id':<{width}}  text")
+    for hit in hits:
+        text = hit.text.replace("\n", " ")
+        room = max(20, columns - width - 18)
+        if len(text) > room:
+            text = text[: room - 1] + "…"
+        line = f"{hit.rank:>4}  {hit.score:6.4f}  {hit.id:<{width}}  {text}"
+        if hit.meta:
+            line += "  " + " ".join(f"{key}={value}" for key, value in hit.meta.items())
+        click.echo(line)
+
+
+@main.command("delete")
+@index_option
+@click.option("--id", "ids", multiple=True, metavar="ID", help="A document id to remove (repeatable).")
+@click.option("--ids-from", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="File with one id per line.")
+@click.option("--where", "filters", multiple=True, metavar="KEY=VALUE",
+              help="Remove the documents whose metadata matches (as query --filter; repeat to AND them).")
+def delete_cmd(index, ids, ids_from, filters) -> None:
+    """Remove documents from an index; their space is reclaimed."""
+    from ..api import delete_documents, read_queries
+    from ..index import index_path
+
+    ids = list(ids) + (read_queries(ids_from) if ids_from else [])
+    if not ids and not filters:
+        raise click.UsageError("name what to delete: --id, --ids-from or --where")
+    removed = delete_documents(index, ids=ids, filters=list(filters))
+    click.echo(f"{index_path(index)}: {removed} documents removed", err=True)
+
+
+@main.command("info")
+@index_option
+@click.option("--json", "as_json", is_flag=True, help="The manifest and file sizes as JSON.")
+def info_cmd(index, as_json) -> None:
+    """What an index holds: model, counts, files and sizes, versions."""
+    from ..maintenance import info
+
+    data = info(index)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    encoder = data["encoder"]
+    click.echo(f"index      {data['path']} (format {data['format']}, generation {data['generation']})")
+    click.echo(f"documents  {data['counts']['documents']:,}")
+    click.echo(f"model      {encoder['model']} ({encoder['pooling']} pooling, {encoder['dimension']}-d, "
+               f"max {encoder['max_length']} tokens, {encoder.get('precision', 'fp32')}, "
+               f"{encoder['fingerprint'][:19]})")
+    faiss_meta = data["faiss"]
+    knobs = ", ".join(f"{k} {v}" for k, v in sorted(faiss_meta.get("search", {}).items()))
+    click.echo(f"faiss      {faiss_meta.get('type', 'flat')}: {faiss_meta['factory']}"
+               + (f" (search: {knobs})" if knobs else "")
+               + (f", {faiss_meta['dead']:,} dead vectors awaiting rebuild" if faiss_meta.get("dead") else ""))
+    for name, size in data["sizes"].items():
+        click.echo(f"file       {name}: {size:,} bytes" if size is not None else f"file       {name}: missing")
+    click.echo(f"updated    {data['updated']} (created {data['created']})")
+
+
+@main.command("check")
+@index_option
+@click.option("--repair", is_flag=True, help="Rebuild the vectors from the stored texts when the check fails.")
+def check_cmd(index, repair) -> None:
+    """Verify an index: checksums, and one vector per document (exit 1 when damaged)."""
+    from ..maintenance import check
+    from ..maintenance import repair as repair_index
+
+    report = check(index)
+    if not report.ok and repair:
+        for problem in report.problems:
+            click.echo(f"{report.path}: {problem}", err=True)
+        click.echo(f"{report.path}: rebuilding vectors from {report.documents:,} stored texts", err=True)
+        report = repair_index(index)
+    if report.ok:
+        click.echo(f"{report.path}: ok ({report.documents:,} documents, {report.vectors:,} vectors)")
+        return
+    for problem in report.problems:
+        click.echo(f"{report.path}: {problem}", err=True)
+    raise click.ClickException(f"{report.path}: damaged; run: semsearch check --repair --index {report.path}")
+
+
+@main.command("demo-corpus")
+@click.argument("out", type=click.Path(dir_okay=False), default="indexes/stdlib.jsonl")
+def demo_corpus_cmd(out) -> None:
+    """Write the demo corpus (first sentences of the standard library's docstrings) as JSONL."""
+    from ..demo import write_demo_corpus
+
+    count = write_demo_corpus(out)
+    click.echo(f"{out}: {count} documents from the Python standard library's docstrings", err=True)
