@@ -175,9 +175,9 @@ def bf16_is_fast(device: str = "cpu") -> bool:
     import torch
 
     if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    try:  # mkldnn's own bf16 check accepts any AVX-512 CPU, where bf16 is emulated; ask for the instructions
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):
         return False
 
@@ -224,7 +224,8 @@ class Encoder:
         ``precision="bf16"`` runs the matrix multiplies in bfloat16 (weights stored so on the lean backend,
         LayerNorm, softmax and pooling stay float32): on CPUs with native bf16 (AVX512-BF16, AMX) about 1.7x
         the fp32 speed, STSb unchanged (``benchmarks/results/precision.md``); vectors differ from fp32 by
-        about 1e-3, so an index records its precision and its queries use the same.
+        about 1e-3, so an index records its precision and its queries use the same. On CUDA the default
+        runs fp16 autocast (tensor cores) whatever is recorded; ``bf16`` there runs bf16 autocast.
         """
         from . import bert
 
@@ -322,7 +323,11 @@ class Encoder:
         """Sentence embeddings for a tokenised batch, keeping the autograd graph (for training)."""
         import torch.nn.functional as F
 
-        output = self.model(**features)
+        if self.spec.precision == "bf16" and not self.model.training:
+            with self._autocast():  # the lean backend's bf16 weights need bf16 inputs, also outside encode()
+                output = self.model(**features)
+        else:
+            output = self.model(**features)
         tokens = output[0] if isinstance(output, tuple) else output.last_hidden_state
         sentence = pool(self.spec.pooling, tokens, features["attention_mask"])
         return F.normalize(sentence, p=2, dim=1) if self.spec.normalize else sentence

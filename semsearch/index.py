@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -38,7 +39,10 @@ from .vectors import IndexTypeError, VectorStore, choose_type, normalise_type, s
 if TYPE_CHECKING:
     from .encoder import Encoder
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest format this version reads and writes
+# Format 2 = format 1 + the encoder's "precision". Indexes in fp32 are still written as format 1, so that
+# earlier semsearch versions keep reading them; a bf16 index is format 2, which those versions refuse
+# instead of querying it in fp32 and appending fp32 vectors to it.
 MANIFEST = "manifest.json"
 DEFAULT_INDEX = "default"
 DEFAULT_ROOT = "indexes"
@@ -148,8 +152,10 @@ class Index:
         self.vectors = vectors
         self.spec = EncoderSpec.from_dict(manifest["encoder"])
         self._encoder: Encoder | None = None
+        self._encoder_source: str | None = None  # the `model` argument that loaded it, if any
         self.query_cache_size = QUERY_CACHE_SIZE
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     @classmethod
     def open(cls, name_or_path: str | os.PathLike | None = None, *, query_cache: int = QUERY_CACHE_SIZE) -> "Index":
@@ -193,12 +199,12 @@ class Index:
         """The encoder that built this index. A ``model`` given explicitly must produce the same vectors."""
         from .encoder import Encoder
 
-        if model is not None:
+        if model is not None and not (self._encoder is not None and self._encoder_source == str(model)):
             candidate = Encoder.load(model, pooling=self.spec.pooling, max_length=self.spec.max_length, device=device,
                                      backend="auto", precision=self.spec.precision)
             check_same_encoder(self.spec, candidate.spec, self.path)
-            self._encoder = candidate
-            self._query_cache.clear()
+            self.use_encoder(candidate)
+            self._encoder_source = str(model)
         if self._encoder is None:
             self._encoder = Encoder.from_spec(self.spec, device=device)
         return self._encoder
@@ -206,25 +212,36 @@ class Index:
     def use_encoder(self, encoder: "Encoder") -> None:
         """Query with an encoder already in memory (checked against the manifest)."""
         check_same_encoder(self.spec, encoder.spec, self.path)
-        self._encoder = encoder
-        self._query_cache.clear()
+        with self._cache_lock:
+            self._encoder = encoder
+            self._encoder_source = None
+            self._query_cache.clear()
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors, from the LRU cache where the same text was embedded before (the rest in one batch)."""
-        cache = self._query_cache
+        texts = list(texts)
         if self.query_cache_size <= 0:
-            return self.encoder().encode(list(texts))
-        missing = list(dict.fromkeys(t for t in texts if t not in cache))
+            return self.encoder().encode(texts)
+        cache, found = self._query_cache, {}
+        with self._cache_lock:  # an Index may be shared by threads; the encoding itself runs outside the lock
+            for text in texts:
+                if text in cache:
+                    cache.move_to_end(text)
+                    found[text] = cache[text]
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
+            fresh = {}
             for text, vector in zip(missing, self.encoder().encode(missing)):
-                vector.flags.writeable = False
-                cache[text] = vector
-        out = np.stack([cache[t] for t in texts]) if texts else np.zeros((0, self.spec.dimension), np.float32)
-        for text in texts:
-            cache.move_to_end(text)
-        while len(cache) > self.query_cache_size:
-            cache.popitem(last=False)
-        return out
+                fresh[text] = vector.copy()  # a row of its own, not a view pinning the whole batch
+                fresh[text].flags.writeable = False
+            found.update(fresh)
+            with self._cache_lock:
+                cache.update(fresh)
+                while len(cache) > self.query_cache_size:
+                    cache.popitem(last=False)
+        if not texts:
+            return np.zeros((0, self.spec.dimension), np.float32)
+        return np.stack([found[t] for t in texts])
 
     def search(self, queries: str | Sequence[str], k: int = 10, threshold: float | None = None,
                filters: Sequence[str] | None = None, *, nprobe: int | None = None,
@@ -273,9 +290,9 @@ def check_same_encoder(expected: EncoderSpec, given: EncoderSpec, where: Path) -
     if differences:
         raise ModelError(
             f"{where}: built with model {expected.model!r} ({expected.pooling.value} pooling, {expected.dimension}-d, "
-            f"{expected.precision}); {given.model!r} differs in {', '.join(differences)}: drop --model"
-            f"{'/--precision' if 'precision' in differences else ''} to use the index's own, "
-            "or build a new index with this model")
+            f"{expected.precision}); {given.model!r} differs in {', '.join(differences)}: "
+            + (f"load it with precision={expected.precision!r}, or " if differences == ["precision"] else "")
+            + "drop --model to use the index's own, or build a new index with this model")
 
 
 class _Lock:
@@ -379,6 +396,10 @@ class IndexWriter:
         if self.spec is not None and self._precision not in (None, self.spec.precision):
             raise ModelError(f"{self.path}: was built with {self.spec.precision} precision and keeps it; "
                              f"drop --precision {self._precision}, or build a new index with it")
+        given = self._given_encoder
+        if given is not None and self._precision not in (None, given.spec.precision):
+            raise ModelError(f"precision {self._precision!r} asked for, but the encoder given runs "
+                             f"{given.spec.precision}: load it with Encoder.load(..., precision={self._precision!r})")
         if self._given_encoder is not None:
             if self.spec is not None:
                 check_same_encoder(self.spec, self._given_encoder.spec, self.path)
@@ -444,10 +465,11 @@ class IndexWriter:
         self.vectors.save(self.faiss_file)
         if count != len(self.vectors):
             raise SemsearchError(f"{self.path}: {count} documents but {len(self.vectors)} vectors; nothing was committed")
+        spec = self._encoder.spec if self._encoder is not None else self.spec
         manifest = {
-            "format": FORMAT_VERSION,
+            "format": 1 if spec.precision == "fp32" else FORMAT_VERSION,
             "generation": self.generation,
-            "encoder": (self._encoder.spec if self._encoder is not None else self.spec).to_dict(),
+            "encoder": spec.to_dict(),
             "faiss": {**self.vectors.manifest(), "file": self.faiss_file.name, "sha256": _sha256(self.faiss_file)},
             "sqlite": {"file": self.db_file.name, "sha256": _sha256(self.db_file)},
             "counts": {"documents": count},

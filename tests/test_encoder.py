@@ -183,6 +183,9 @@ def test_lean_bf16_stores_matmul_weights_in_bf16(tiny_model_dir):
     assert dtypes["embeddings.word_embeddings.weight"] == torch.float32
     reference = Encoder.load(tiny_model_dir, device="cpu", backend="transformers", precision="bf16")
     np.testing.assert_allclose(lean.encode(SENTENCES), reference.encode(SENTENCES), atol=2e-2)
+    with torch.inference_mode():  # forward() outside encode() runs in bf16 too
+        direct = lean.forward(lean.tokenize(SENTENCES[:2])).float().numpy()
+    np.testing.assert_allclose(direct, lean.encode(SENTENCES[:2]), atol=1e-6)
 
 
 def test_precision_is_checked_and_old_specs_read_as_fp32(tiny_model_dir):

@@ -55,7 +55,7 @@ def test_search_equals_brute_force(tmp_path, index_home, tiny_encoder):
 def test_manifest_records_encoder_and_files(tmp_path, index_home, tiny_encoder, tiny_model_dir):
     index_corpus(corpus(tmp_path, n=5), "t", encoder=tiny_encoder)
     manifest = json.loads((index_home / "t" / "manifest.json").read_text())
-    assert manifest["format"] == FORMAT_VERSION and manifest["generation"] == 1
+    assert manifest["format"] == 1 and manifest["generation"] == 1  # fp32 indexes stay readable by format-1 readers
     assert manifest["encoder"]["model"] == str(tiny_model_dir)
     assert manifest["encoder"]["pooling"] == "mean" and manifest["encoder"]["dimension"] == 32
     assert manifest["encoder"]["fingerprint"].startswith("sha256:")
@@ -199,6 +199,11 @@ def test_repeated_queries_come_from_the_lru_cache(tmp_path, index_home, fake_enc
         index.search("document 3", k=1)
         assert fake_encoder.calls == 4
         np.testing.assert_array_equal(index.embed_queries(["document 3"]), fake_encoder.encode(["document 3"]))
+        fake_encoder.calls = 0  # duplicates among new texts are embedded once; more new texts than the cache holds
+        vectors = index.embed_queries(["a", "b", "a", "c", "b"])
+        assert fake_encoder.calls == 3 and list(index._query_cache) == ["b", "c"]
+        np.testing.assert_array_equal(vectors, fake_encoder.encode(["a", "b", "a", "c", "b"]))
+        assert index.embed_queries([]).shape == (0, fake_encoder.dimension)
         index.use_encoder(fake_encoder)  # another encoder: the cache is dropped
         assert not index._query_cache
     with Index.open("lru", query_cache=0) as index:
@@ -207,3 +212,38 @@ def test_repeated_queries_come_from_the_lru_cache(tmp_path, index_home, fake_enc
         index.search("document 1", k=1)
         index.search("document 1", k=1)
         assert fake_encoder.calls == 2 and not index._query_cache
+
+
+def test_threads_can_share_an_index_and_its_query_cache(tmp_path, index_home, fake_encoder):
+    import threading
+    import time
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(i), "text": f"document {i}"}) + "\n" for i in range(20)))
+    index_corpus(corpus, "shared", encoder=fake_encoder)
+
+    class Slow(type(fake_encoder)):
+        def encode(self, texts, batch_size=32, show_progress=None):
+            time.sleep(0.001)  # let the other threads run between the cache lookup and the store
+            return super().encode(texts, batch_size, show_progress)
+
+    slow, errors = Slow(), []
+    with Index.open("shared", query_cache=3) as index:
+        index.use_encoder(slow)
+
+        def work(seed):
+            rng = np.random.default_rng(seed)
+            try:
+                for _ in range(100):
+                    texts = [f"q{i}" for i in rng.integers(0, 8, size=2)]
+                    np.testing.assert_array_equal(index.embed_queries(texts), slow.encode(texts))
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors[:3]
+        assert len(index._query_cache) <= 3

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from semsearch.api import delete_documents, index_corpus
 from semsearch.cli import main
 from semsearch.encoder import Encoder
-from semsearch.errors import IndexNotFoundError, ModelError
+from semsearch.errors import IndexFormatError, IndexNotFoundError, ModelError
 from semsearch.filters import FilterError, parse_condition
 from semsearch.index import Index, IndexWriter
 from semsearch.maintenance import check, repair
@@ -212,7 +212,7 @@ def test_missing_path_directory_and_corrupt_index(cli, tmp_path, tiny_model_dir,
     manifest["format"] = 99
     (index_home / "t" / "manifest.json").write_text(json.dumps(manifest))
     assert cli("query", "--index", "t", "x").stderr == (
-        f"Error: {index_home}/t/manifest.json: index format 99 is newer than this semsearch reads (1); "
+        f"Error: {index_home}/t/manifest.json: index format 99 is newer than this semsearch reads (2); "
         "upgrade: pip install -U semsearch\n")
 
 
@@ -323,6 +323,28 @@ def test_a_bf16_index_keeps_its_precision(cli, tmp_path, tiny_model_dir, index_h
     assert result.stderr.strip().endswith("was built with bf16 precision and keeps it; drop --precision fp32, "
                                           "or build a new index with it")
     assert _index(cli, more).exit_code == 0  # without --precision an index goes on in its own
-    with pytest.raises(ModelError, match="differs in precision: drop --model/--precision"):
+    assert _index(cli, write_jsonl(tmp_path / "m2.jsonl", [{"id": "d", "text": "more"}]), "--model",
+                  tiny_model_dir).exit_code == 0  # --model loads the model in the index's precision
+    manifest = json.loads((index_home / "t" / "manifest.json").read_text())
+    assert manifest["encoder"]["precision"] == "bf16" and manifest["counts"]["documents"] == 4
+    assert manifest["format"] == 2  # format-1 readers (before precision existed) refuse it, not misread it
+    query = cli("query", "hello", "--index", "t", "--model", tiny_model_dir, "-k", "1", "--json")
+    assert query.exit_code == 0 and json.loads(query.stdout)["id"] == "a"
+    with pytest.raises(ModelError, match="differs in precision: load it with precision='bf16', or drop --model"):
         IndexWriter("t", Encoder.load(tiny_model_dir, device="cpu")).__enter__()
-    assert check("t").ok and json.loads(cli("info", "--index", "t", "--json").stdout)["counts"]["documents"] == 3
+    with pytest.raises(ModelError, match="precision 'fp32' asked for, but the encoder given runs bf16"):
+        index_corpus(more, "new", encoder=Encoder.load(tiny_model_dir, device="cpu", precision="bf16"),
+                     precision="fp32")
+    repair("t")  # re-embeds every stored text with the index's own encoder: still bf16
+    assert json.loads((index_home / "t" / "manifest.json").read_text())["encoder"]["precision"] == "bf16"
+    assert check("t").ok
+
+
+def test_older_readers_refuse_a_bf16_index(tmp_path, tiny_model_dir, index_home, monkeypatch):
+    import semsearch.index as index_module
+
+    good = write_jsonl(tmp_path / "good.jsonl", [{"id": "a", "text": "hello"}])
+    index_corpus(good, "b", model=str(tiny_model_dir), precision="bf16")
+    monkeypatch.setattr(index_module, "FORMAT_VERSION", 1)
+    with pytest.raises(IndexFormatError, match="index format 2 is newer than this semsearch reads"):
+        Index.open("b")

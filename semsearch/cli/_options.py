@@ -14,9 +14,9 @@ def index_option(f):
 
 def precision_option(f):
     return click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None,
-                        help="Arithmetic of the encoder: fp32 (exact, the default) or bf16 (about 1.7x faster on "
-                             "CPUs with native bfloat16, vectors within ~1e-3). An index keeps the one it was "
-                             "built with.")(f)
+                        help="Arithmetic of the encoder on CPU: fp32 (exact, the default) or bf16 (about 1.7x faster "
+                             "on CPUs with native bfloat16, vectors within ~1e-3; on CUDA the default is fp16). "
+                             "An index keeps the one it was built with.")(f)
 
 
 def model_option(f):

@@ -143,6 +143,7 @@ def delete_cmd(index, ids, ids_from, filters) -> None:
 def info_cmd(index, as_json) -> None:
     """What an index holds: model, counts, files and sizes, versions."""
     from ..maintenance import info
+    from ..vectors import stored_type
 
     data = info(index)
     if as_json:
@@ -156,7 +157,7 @@ def info_cmd(index, as_json) -> None:
                f"{encoder['fingerprint'][:19]})")
     faiss_meta = data["faiss"]
     knobs = ", ".join(f"{k} {v}" for k, v in sorted(faiss_meta.get("search", {}).items()))
-    click.echo(f"faiss      {faiss_meta.get('type', 'flat')}: {faiss_meta['factory']}"
+    click.echo(f"faiss      {stored_type(faiss_meta)}: {faiss_meta['factory']}"
                + (f" (search: {knobs})" if knobs else "")
                + (f", {faiss_meta['dead']:,} dead vectors awaiting rebuild" if faiss_meta.get("dead") else ""))
     for name, size in data["sizes"].items():
