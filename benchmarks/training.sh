@@ -58,10 +58,10 @@ stsb() {
 nli() {
     setup
     run $SEMSEARCH train "$DATA/nli/snli-validation.tsv" --objective classification --columns $NLI_COLUMNS \
-        --output "$MODELS/nli" --epochs 1 -q
-    run $SEMSEARCH eval nli "$DATA/nli/snli-test.tsv" --model "$MODELS/nli" --columns $NLI_COLUMNS
-    run $SEMSEARCH eval sts "$STS_TEST" --model "$MODELS/nli"
-    run $SEMSEARCH eval sts "$STS_DEV" --model "$MODELS/nli"
+        --output "$MODELS/nli$SUFFIX" --epochs 1 --seed "$SEED" -q
+    run $SEMSEARCH eval nli "$DATA/nli/snli-test.tsv" --model "$MODELS/nli$SUFFIX" --columns $NLI_COLUMNS
+    run $SEMSEARCH eval sts "$STS_TEST" --model "$MODELS/nli$SUFFIX"
+    run $SEMSEARCH eval sts "$STS_DEV" --model "$MODELS/nli$SUFFIX"
 }
 
 triplet() {
@@ -82,10 +82,10 @@ stsb_eval90() {
 
 nli_stsb() {
     setup
-    [ -f "$MODELS/nli/model.safetensors" ] || nli
-    run $SEMSEARCH train "$STS_TRAIN" --objective regression --model "$MODELS/nli" --output "$MODELS/nli-stsb" \
-        --dev "$STS_DEV" --epochs 4 -q
-    run $SEMSEARCH eval sts "$STS_TEST" --model "$MODELS/nli-stsb"
+    [ -f "$MODELS/nli$SUFFIX/model.safetensors" ] || nli
+    run $SEMSEARCH train "$STS_TRAIN" --objective regression --model "$MODELS/nli$SUFFIX" \
+        --output "$MODELS/nli-stsb$SUFFIX" --dev "$STS_DEV" --epochs 4 --seed "$SEED" -q
+    run $SEMSEARCH eval sts "$STS_TEST" --model "$MODELS/nli-stsb$SUFFIX"
 }
 
 snli_all_stsb() {
@@ -102,9 +102,9 @@ snli_all_stsb() {
 
 case "${1:-}" in
     stsb) stsb 2>&1 | tee "$RESULTS/training-stsb$SUFFIX.log" ;;
-    nli) nli 2>&1 | tee "$RESULTS/training-nli.log" ;;
+    nli) nli 2>&1 | tee "$RESULTS/training-nli$SUFFIX.log" ;;
     triplet) triplet 2>&1 | tee "$RESULTS/training-triplet.log" ;;
-    nli-stsb) nli_stsb 2>&1 | tee "$RESULTS/training-nli-stsb.log" ;;
+    nli-stsb) nli_stsb 2>&1 | tee "$RESULTS/training-nli-stsb$SUFFIX.log" ;;
     stsb-eval90) stsb_eval90 2>&1 | tee "$RESULTS/training-stsb-eval90.log" ;;
     snli-all-stsb) snli_all_stsb 2>&1 | tee "$RESULTS/training-snli-all-stsb$SUFFIX.log" ;;
     all) for name in stsb nli triplet nli-stsb; do "$SELF" "$name"; done ;;
