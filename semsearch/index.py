@@ -145,7 +145,8 @@ class Index:
     >>> index.search("parse a date", k=5)[0][0].text
     """
 
-    def __init__(self, path: Path, manifest: dict, store: DocStore, vectors: VectorStore) -> None:
+    def __init__(self, path: Path, manifest: dict, store: DocStore, vectors: VectorStore, *,
+                 query_cache: int = QUERY_CACHE_SIZE) -> None:
         self.path = path
         self.manifest = manifest
         self.store = store
@@ -153,19 +154,13 @@ class Index:
         self.spec = EncoderSpec.from_dict(manifest["encoder"])
         self._encoder: Encoder | None = None
         self._encoder_source: str | None = None  # the `model` argument that loaded it, if any
-        self.query_cache_size = QUERY_CACHE_SIZE
+        self.query_cache_size = query_cache
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     @classmethod
     def open(cls, name_or_path: str | os.PathLike | None = None, *, query_cache: int = QUERY_CACHE_SIZE) -> "Index":
         """Open the current generation. ``query_cache``: how many query embeddings to keep (LRU by text; 0: none)."""
-        index = cls._open(name_or_path)
-        index.query_cache_size = query_cache
-        return index
-
-    @classmethod
-    def _open(cls, name_or_path: str | os.PathLike | None) -> "Index":
         path = index_path(name_or_path)
         for attempt in range(3):
             manifest = read_manifest(path)
@@ -181,7 +176,7 @@ class Index:
             vectors = VectorStore.load(faiss_file, manifest["faiss"], mmap=True)
         except RuntimeError as exc:
             raise IndexFormatError(f"{faiss_file}: unreadable FAISS file ({str(exc).splitlines()[0][:200]})") from None
-        return cls(path, manifest, DocStore(db_file, readonly=True), vectors)
+        return cls(path, manifest, DocStore(db_file, readonly=True), vectors, query_cache=query_cache)
 
     def close(self) -> None:
         self.store.close()

@@ -14,7 +14,6 @@ from that query's results (some collections hold every query as a document too).
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from .corpus import json_objects
 from .errors import InputError
 from .metrics import RECALL_AT, RetrievalMetrics, retrieval_metrics
 
@@ -51,14 +51,10 @@ def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     if not path.is_file():
         raise InputError(path, "no such file (a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/test.tsv)")
     with path.open(encoding="utf-8") as fh:
-        for line, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(path, f"invalid JSON ({exc.msg} at column {exc.colno})", line) from None
-            if not isinstance(obj, dict) or "_id" not in obj:
+        for line, obj, problem in json_objects(enumerate(fh, start=1)):
+            if problem:
+                raise InputError(path, problem, line)
+            if "_id" not in obj:
                 raise InputError(path, "expected a JSON object with an _id", line)
             yield line, obj
 

@@ -12,13 +12,13 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from ..corpus import json_objects
 from ..errors import InputError
 
 
@@ -216,16 +216,9 @@ def _rows(path: Path, names: tuple[str, ...], format: str | None) -> Iterator[tu
 
 
 def _jsonl_rows(fh, names: tuple[str, ...]) -> Iterator[tuple[int, list, str | None, str]]:
-    for line, text in enumerate(fh, start=1):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield line, [], f"invalid JSON ({exc.msg} at column {exc.colno})", ""
-            continue
-        if not isinstance(obj, dict):
-            yield line, [], f"expected a JSON object, got {type(obj).__name__}", ""
+    for line, obj, problem in json_objects(enumerate(fh, start=1)):
+        if problem:
+            yield line, [], problem, ""
             continue
         missing = [n for n in names if n not in obj]
         if missing:
