@@ -7,8 +7,8 @@ gradient norm clipped at 1, 4 epochs, the STSb dev set scored after each epoch a
 then scored on STSb test. It runs ``SentenceTransformerTrainer`` (what ``SentenceTransformer.fit`` calls
 since v3) with the seed given, so several seeds of both tools can be compared.
 
-Needs the ``bench`` extra (``pip install -e '.[test,bench]'``: datasets and accelerate, which the
-sentence-transformers trainer imports). One torch thread unless OMP_NUM_THREADS says otherwise.
+Needs the ``test`` extra (which brings datasets and accelerate, imported by the sentence-transformers
+trainer). One torch thread unless OMP_NUM_THREADS says otherwise.
 
 Usage::
 

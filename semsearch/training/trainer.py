@@ -16,7 +16,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -110,6 +110,15 @@ def linear_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], float]
     return factor
 
 
+def epoch_orders(size: int, seed: int) -> Iterator[list[int]]:
+    """The order of the examples in each epoch: a new permutation per epoch, from one generator seeded once."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield torch.randperm(size, generator=generator).tolist()
+
+
 def seed_everything(seed: int) -> None:
     import torch
 
@@ -182,7 +191,7 @@ def fit(encoder: "Encoder", dataset: Dataset, loss: "torch.nn.Module", output: s
     warmup_steps = math.ceil(total_steps * config.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup(warmup_steps, total_steps))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    shuffler = torch.Generator().manual_seed(config.seed)
+    orders = epoch_orders(len(dataset), config.seed)
     head = loss if isinstance(loss, SoftmaxLoss) else None
     wanted = getattr(loss, "normalize", None)
     view = encoder if wanted is None else encoder.with_options(normalize=wanted)  # same weights
@@ -235,7 +244,7 @@ def fit(encoder: "Encoder", dataset: Dataset, loss: "torch.nn.Module", output: s
             evaluate(0)
         step = 0
         for epoch in range(epochs):
-            order = torch.randperm(len(dataset), generator=shuffler).tolist()
+            order = next(orders)
             for start in range(0, len(order), config.batch_size):
                 batch = [dataset.examples[i] for i in order[start:start + config.batch_size]]
                 encoder.model.train()
