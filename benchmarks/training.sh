@@ -8,6 +8,9 @@
 #   benchmarks/training.sh stsb-eval90  # 1 again, also scored on dev every 90 steps (same seed: same weights)
 #   benchmarks/training.sh snli-all-stsb  # 4 with twice the NLI data: softmax on SNLI validation + test (19,666
 #                                       # pairs), then STSb; its NLI accuracy is not reported (it saw the test set)
+#   benchmarks/training.sh nli-stsb-traindev  # 4, but the STSb stage trains on train + dev (7,249 pairs) for
+#                                       # 4 epochs and keeps the last one (no dev file left to choose with)
+#   benchmarks/training.sh triplet-stsb  # 3 (triplets), then 1 starting from that model
 #   benchmarks/training.sh all
 #
 # Each writes benchmarks/results/training-NAME.log (commands, their output, wall times). Models go to
@@ -100,6 +103,24 @@ snli_all_stsb() {
     run $SEMSEARCH eval sts "$STS_TEST" --model "$MODELS/snli-all-stsb$SUFFIX"
 }
 
+nli_stsb_traindev() {
+    setup
+    [ -f "$MODELS/nli$SUFFIX/model.safetensors" ] || nli
+    local both="$MODELS/stsb-train+dev.csv"
+    cat "$STS_TRAIN" "$STS_DEV" > "$both"
+    run $SEMSEARCH train "$both" --objective regression --model "$MODELS/nli$SUFFIX" \
+        --output "$MODELS/nli-stsb-traindev$SUFFIX" --epochs 4 --seed "$SEED" -q
+    run $SEMSEARCH eval sts "$STS_TEST" --model "$MODELS/nli-stsb-traindev$SUFFIX"
+}
+
+triplet_stsb() {
+    setup
+    [ -f "$MODELS/triplet/model.safetensors" ] || triplet
+    run $SEMSEARCH train "$STS_TRAIN" --objective regression --model "$MODELS/triplet" \
+        --output "$MODELS/triplet-stsb$SUFFIX" --dev "$STS_DEV" --epochs 4 --seed "$SEED" -q
+    run $SEMSEARCH eval sts "$STS_TEST" --model "$MODELS/triplet-stsb$SUFFIX"
+}
+
 case "${1:-}" in
     stsb) stsb 2>&1 | tee "$RESULTS/training-stsb$SUFFIX.log" ;;
     nli) nli 2>&1 | tee "$RESULTS/training-nli$SUFFIX.log" ;;
@@ -107,6 +128,8 @@ case "${1:-}" in
     nli-stsb) nli_stsb 2>&1 | tee "$RESULTS/training-nli-stsb$SUFFIX.log" ;;
     stsb-eval90) stsb_eval90 2>&1 | tee "$RESULTS/training-stsb-eval90.log" ;;
     snli-all-stsb) snli_all_stsb 2>&1 | tee "$RESULTS/training-snli-all-stsb$SUFFIX.log" ;;
+    nli-stsb-traindev) nli_stsb_traindev 2>&1 | tee "$RESULTS/training-nli-stsb-traindev$SUFFIX.log" ;;
+    triplet-stsb) triplet_stsb 2>&1 | tee "$RESULTS/training-triplet-stsb$SUFFIX.log" ;;
     all) for name in stsb nli triplet nli-stsb; do "$SELF" "$name"; done ;;
-    *) sed -n '2,10p' "$SELF"; exit 2 ;;
+    *) sed -n '2,13p' "$SELF"; exit 2 ;;
 esac

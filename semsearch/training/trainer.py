@@ -142,6 +142,23 @@ def _parameter_groups(modules: Sequence["torch.nn.Module"], weight_decay: float)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _adamw(groups: list[dict], learning_rate: float, device: "torch.device") -> "torch.optim.Optimizer":
+    """AdamW, fused into one kernel where torch has one for the device.
+
+    The default single-tensor AdamW on a CPU loops over the ~100 weight tensors in Python: a fifth of a
+    MiniLM training step went to it (measured: 3.4 s of 17.6 s over 30 steps). The fused kernel computes the
+    same update (sentence-transformers uses it too).
+    """
+    import torch
+
+    if device.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.AdamW(groups, lr=learning_rate, fused=True)
+        except (RuntimeError, ValueError):  # an older torch without the fused CPU kernel
+            pass
+    return torch.optim.AdamW(groups, lr=learning_rate)
+
+
 def _state(module: "torch.nn.Module") -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
@@ -185,7 +202,7 @@ def fit(encoder: "Encoder", dataset: Dataset, loss: "torch.nn.Module", output: s
     loss.to(device)
     modules = [encoder.model, loss]
     parameters = [p for m in modules for p in m.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(_parameter_groups(modules, config.weight_decay), lr=config.learning_rate)
+    optimizer = _adamw(_parameter_groups(modules, config.weight_decay), config.learning_rate, device)
     steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
     total_steps = steps_per_epoch * epochs
     warmup_steps = math.ceil(total_steps * config.warmup_ratio)
