@@ -16,7 +16,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -110,13 +110,28 @@ def linear_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], float]
     return factor
 
 
-def epoch_orders(size: int, seed: int) -> Iterator[list[int]]:
-    """The order of the examples in each epoch: a new permutation per epoch, from one generator seeded once."""
+def epoch_order(size: int, seed: int, epoch: int) -> list[int]:
+    """The order of the examples in ``epoch`` (from 0): a permutation seeded with ``seed + epoch``.
+
+    Each epoch's order can be recomputed on its own, and it is the order sentence-transformers' trainer
+    (through accelerate's seedable sampler) uses for the same seed.
+    """
     import torch
 
-    generator = torch.Generator().manual_seed(seed)
-    while True:
-        yield torch.randperm(size, generator=generator).tolist()
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+
+
+def _dataloader_draw() -> None:
+    """Take one number from torch's global generator, as each pass over a torch DataLoader does.
+
+    Iterating a DataLoader draws its workers' base seed from the global generator, the one dropout uses.
+    sentence-transformers' trainer does so as each epoch starts and at each evaluation (an empty eval
+    loader); we draw at the same points, so a seeded run gets the same dropout masks as that trainer's run
+    with the same seed, and the same weights (tests/test_training_reference.py).
+    """
+    import torch
+
+    torch.empty((), dtype=torch.int64).random_()
 
 
 def seed_everything(seed: int) -> None:
@@ -208,7 +223,6 @@ def fit(encoder: "Encoder", dataset: Dataset, loss: "torch.nn.Module", output: s
     warmup_steps = math.ceil(total_steps * config.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup(warmup_steps, total_steps))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    orders = epoch_orders(len(dataset), config.seed)
     head = loss if isinstance(loss, SoftmaxLoss) else None
     wanted = getattr(loss, "normalize", None)
     view = encoder if wanted is None else encoder.with_options(normalize=wanted)  # same weights
@@ -245,6 +259,7 @@ def fit(encoder: "Encoder", dataset: Dataset, loss: "torch.nn.Module", output: s
             report.initial = point
             say(f"dev Spearman before training: {score:.2f}")
             return
+        _dataloader_draw()  # its evaluation loop opens a DataLoader too
         report.history.append(point)
         improved = report.best is None or score > report.best.dev_spearman
         note = ""
@@ -261,7 +276,8 @@ def fit(encoder: "Encoder", dataset: Dataset, loss: "torch.nn.Module", output: s
             evaluate(0)
         step = 0
         for epoch in range(epochs):
-            order = next(orders)
+            _dataloader_draw()
+            order = epoch_order(len(dataset), config.seed, epoch)
             for start in range(0, len(order), config.batch_size):
                 batch = [dataset.examples[i] for i in order[start:start + config.batch_size]]
                 encoder.model.train()
