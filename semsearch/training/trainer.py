@@ -4,6 +4,9 @@ Defaults are the paper's: batch 16, AdamW at 2e-5, linear warm-up over 10% of th
 mean pooling (the model's own), gradient norm clipped at 1. Every column of a batch goes through the same
 encoder weights. With an STS dev file the encoder is scored (Spearman x100) every ``eval_steps`` steps and
 at the end of each epoch, and the best one is written to the output folder as soon as it is found.
+
+A seeded regression run on a CPU is sentence-transformers' trainer's run with the same seed and recipe, weight
+for weight: the same batches, dropout masks and AdamW kernel (tests/test_training_reference.py).
 """
 
 from __future__ import annotations
@@ -259,7 +262,7 @@ def fit(encoder: "Encoder", dataset: Dataset, loss: "torch.nn.Module", output: s
             report.initial = point
             say(f"dev Spearman before training: {score:.2f}")
             return
-        _dataloader_draw()  # its evaluation loop opens a DataLoader too
+        _dataloader_draw()  # sentence-transformers' evaluation loop opens an (empty) DataLoader here
         report.history.append(point)
         improved = report.best is None or score > report.best.dev_spearman
         note = ""
