@@ -38,7 +38,9 @@ def _score_range(ctx, param, value):
 @click.option("--weight-decay", default=0.01, show_default=True, type=click.FloatRange(min=0))
 @click.option("--max-grad-norm", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Clip the gradient norm to this.")
-@click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--seed", default=42, show_default=True, type=int,
+              help="Seeds the batch order, dropout and the softmax head; on a CPU the regression objective then "
+                   "trains exactly as sentence-transformers' trainer with the same seed.")
 @click.option("--eval-steps", default=0, show_default=True, type=click.IntRange(0),
               help="Also evaluate on --dev every this many steps (0: at the end of each epoch only).")
 @click.option("--keep-last", is_flag=True, help="Save the last weights, not the best on --dev.")
