@@ -42,6 +42,17 @@ def write_st_folder(folder: Path, model, tokenizer, pooling: str = "mean", max_l
     return folder
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test: the tiny model is fastest so, and CI machines are shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer, 32-wide BERT with the real model's tokenizer, as an ST folder."""

@@ -23,15 +23,7 @@ SENTENCES = ["A man is playing a guitar.", "A woman is slicing an onion.", "Two 
              "A chef cooks pasta in a kitchen.", "The cat sleeps on the sofa."]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model is fastest on one thread, and CI machines are shared."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

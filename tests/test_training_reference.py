@@ -17,14 +17,7 @@ from .test_training import SENTENCES, scored_csv
 RECIPE = dict(batch_size=16, learning_rate=1e-3, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sentence_transformers_train(model_dir, data, *, seed, epochs, output, dev=None, **overrides):
