@@ -83,12 +83,20 @@ stsb_eval90() {
     run $SEMSEARCH eval sts "$STS_TEST" --model "$MODELS/stsb-eval90"
 }
 
+# A second stage: STSb regression (4 epochs) starting from the model in $1, saved as $MODELS/$2$SUFFIX, on the
+# training file $3 (more `semsearch train` arguments after it), then scored on STSb test.
+regression_stage() {
+    local base=$1 name=$2 data=$3
+    shift 3
+    run $SEMSEARCH train "$data" --objective regression --model "$base" --output "$MODELS/$name$SUFFIX" \
+        --epochs 4 --seed "$SEED" -q "$@"
+    run $SEMSEARCH eval sts "$STS_TEST" --model "$MODELS/$name$SUFFIX"
+}
+
 nli_stsb() {
     setup
     [ -f "$MODELS/nli$SUFFIX/model.safetensors" ] || nli
-    run $SEMSEARCH train "$STS_TRAIN" --objective regression --model "$MODELS/nli$SUFFIX" \
-        --output "$MODELS/nli-stsb$SUFFIX" --dev "$STS_DEV" --epochs 4 --seed "$SEED" -q
-    run $SEMSEARCH eval sts "$STS_TEST" --model "$MODELS/nli-stsb$SUFFIX"
+    regression_stage "$MODELS/nli$SUFFIX" nli-stsb "$STS_TRAIN" --dev "$STS_DEV"
 }
 
 snli_all_stsb() {
@@ -98,9 +106,7 @@ snli_all_stsb() {
     run $SEMSEARCH train "$all" --objective classification --columns $NLI_COLUMNS --output "$MODELS/snli-all$SUFFIX" \
         --epochs 1 --seed "$SEED" -q
     run $SEMSEARCH eval sts "$STS_DEV" --model "$MODELS/snli-all$SUFFIX"
-    run $SEMSEARCH train "$STS_TRAIN" --objective regression --model "$MODELS/snli-all$SUFFIX" \
-        --output "$MODELS/snli-all-stsb$SUFFIX" --dev "$STS_DEV" --epochs 4 --seed "$SEED" -q
-    run $SEMSEARCH eval sts "$STS_TEST" --model "$MODELS/snli-all-stsb$SUFFIX"
+    regression_stage "$MODELS/snli-all$SUFFIX" snli-all-stsb "$STS_TRAIN" --dev "$STS_DEV"
 }
 
 nli_stsb_traindev() {
@@ -108,17 +114,13 @@ nli_stsb_traindev() {
     [ -f "$MODELS/nli$SUFFIX/model.safetensors" ] || nli
     local both="$MODELS/stsb-train+dev.csv"
     cat "$STS_TRAIN" "$STS_DEV" > "$both"
-    run $SEMSEARCH train "$both" --objective regression --model "$MODELS/nli$SUFFIX" \
-        --output "$MODELS/nli-stsb-traindev$SUFFIX" --epochs 4 --seed "$SEED" -q
-    run $SEMSEARCH eval sts "$STS_TEST" --model "$MODELS/nli-stsb-traindev$SUFFIX"
+    regression_stage "$MODELS/nli$SUFFIX" nli-stsb-traindev "$both"
 }
 
 triplet_stsb() {
     setup
     [ -f "$MODELS/triplet/model.safetensors" ] || triplet
-    run $SEMSEARCH train "$STS_TRAIN" --objective regression --model "$MODELS/triplet" \
-        --output "$MODELS/triplet-stsb$SUFFIX" --dev "$STS_DEV" --epochs 4 --seed "$SEED" -q
-    run $SEMSEARCH eval sts "$STS_TEST" --model "$MODELS/triplet-stsb$SUFFIX"
+    regression_stage "$MODELS/triplet" triplet-stsb "$STS_TRAIN" --dev "$STS_DEV"
 }
 
 case "${1:-}" in

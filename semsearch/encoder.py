@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sys
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -325,7 +326,7 @@ class Encoder:
 
         # Inference runs in the encoder's precision here, the one place (the lean backend's bf16 weights need
         # bf16 inputs); training keeps full precision, or the trainer's own autocast.
-        with self._autocast() if not self.model.training else _null():
+        with self._autocast() if not self.model.training else nullcontext():
             output = self.model(**features)
         tokens = output[0] if isinstance(output, tuple) else output.last_hidden_state
         sentence = pool(self.spec.pooling, tokens, features["attention_mask"])
@@ -341,7 +342,7 @@ class Encoder:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         if self.half:
             return torch.autocast("cuda", dtype=torch.float16)
-        return _null()
+        return nullcontext()
 
     def encode(self, texts: Sequence[str] | str, *, batch_size: int = 32,
                show_progress: bool | None = None) -> np.ndarray:
@@ -397,12 +398,6 @@ def _load_transformers(folder: Path, transformer_dir: Path):
             hf_logging.enable_progress_bar()
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _progress(total: int, enabled: bool, desc: str):
