@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Encoder": "encoder", "EncoderSpec": "encoder", "DEFAULT_MODEL": "encoder",
     "Pooling": "pooling",
-    "Index": "index", "IndexWriter": "index", "Hit": "index", "AddReport": "index",
+    "Index": "index", "IndexWriter": "index", "Hit": "index", "AddReport": "index", "compact": "index",
     "Record": "corpus", "read_records": "corpus",
     "index_corpus": "api", "search": "api",
     "evaluate_sts": "evaluation", "StsResult": "evaluation",
@@ -22,7 +22,7 @@ _EXPORTS = {
     "train_model": "training.trainer", "TrainConfig": "training.trainer", "TrainReport": "training.trainer",
     "save_model": "training.save", "Objective": "training.losses",
     "SemsearchError": "errors", "InputError": "errors", "ModelError": "errors",
-    "IndexNotFoundError": "errors", "IndexFormatError": "errors",
+    "IndexNotFoundError": "errors", "IndexFormatError": "errors", "IndexDamaged": "errors", "WriterBusy": "errors",
     "mine_pairs": "mining", "plan_keep": "mining", "find_clusters": "mining", "Pairs": "mining",
     "KeepPlan": "mining", "Keep": "mining", "DEFAULT_THRESHOLD": "mining",
     "dedupe": "dedupe", "DedupeResult": "dedupe",
@@ -42,8 +42,9 @@ if TYPE_CHECKING:
     from .corpus import Record, read_records
     from .dedupe import DedupeResult, dedupe
     from .encoder import DEFAULT_MODEL, Encoder, EncoderSpec
-    from .errors import IndexFormatError, IndexNotFoundError, InputError, ModelError, SemsearchError
+    from .errors import (IndexDamaged, IndexFormatError, IndexNotFoundError, InputError, ModelError, SemsearchError,
+                         WriterBusy)
     from .evaluation import StsResult, evaluate_sts
-    from .index import AddReport, Hit, Index, IndexWriter
+    from .index import AddReport, Hit, Index, IndexWriter, compact
     from .mining import DEFAULT_THRESHOLD, Keep, KeepPlan, Pairs, find_clusters, mine_pairs, plan_keep
     from .pooling import Pooling

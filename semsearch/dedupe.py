@@ -145,13 +145,13 @@ def index_vectors(index: str | os.PathLike | None = None) -> tuple[list[Document
 
     with Index.open(index) as opened:
         try:
-            rowids, vectors = opened.vectors.vectors()
+            rowids, vectors = opened.stored_vectors()
         except (RuntimeError, AttributeError) as exc:  # a FAISS index type that keeps no raw vectors
             raise IndexFormatError(
-                f"{opened.path}: its FAISS index ({opened.vectors.factory}) cannot return the stored vectors "
-                f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); dedupe the corpus file "
-                "instead: semsearch dedupe CORPUS") from None
-        stored = opened.store.fetch(rowids.tolist())
+                f"{opened.path}: its FAISS index ({opened.manifest.faiss.get('factory')}) cannot return the stored "
+                f"vectors ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); dedupe the corpus "
+                "file instead: semsearch dedupe CORPUS") from None
+        stored = opened.fetch_rowids(rowids.tolist())
         missing = [r for r in rowids.tolist() if r not in stored]
         if missing:
             raise IndexFormatError(f"{opened.path}: {len(missing)} vectors have no document (first row id "

@@ -33,3 +33,11 @@ class IndexNotFoundError(SemsearchError):
 
 class IndexFormatError(SemsearchError):
     """An index folder that this version cannot read (newer format, damaged files)."""
+
+
+class IndexDamaged(IndexFormatError):
+    """An index whose files are missing, corrupt or disagree; ``semsearch check --repair`` may mend it."""
+
+
+class WriterBusy(SemsearchError):
+    """Another process holds the index's write lock."""

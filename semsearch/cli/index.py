@@ -29,9 +29,13 @@ from ._options import POOLING_CHOICE, index_option, model_option, precision_opti
               help="New index only: auto (exact flat up to 200,000 documents), flat, hnsw, ivf, ivfpq, "
                    "or a FAISS factory string.")
 @precision_option
+@click.option("--embeddings", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Precomputed vectors instead of embedding: a .npy matrix (row i = record i) or a Parquet file with "
+                   "'id' and 'embedding' columns, made by --model (default: the bundled one).")
+@click.option("--force", is_flag=True, help="Create the index in a folder that holds other files (left untouched).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def index_cmd(corpus, index, model, pooling, fmt, text_field, id_field, batch_size, skip_invalid, index_type,
-              precision, quiet) -> None:
+              precision, embeddings, force, quiet) -> None:
     """Embed CORPUS (JSONL, CSV/TSV with a header, text lines, or - for stdin) into an index."""
     from ..api import index_corpus
     from ..index import index_path
@@ -44,7 +48,8 @@ def index_cmd(corpus, index, model, pooling, fmt, text_field, id_field, batch_si
     with _bar(corpus, quiet) as bar:
         report = index_corpus(corpus, index, model=model, pooling=pooling, format=fmt, text_field=text_field,
                               id_field=id_field, batch_size=batch_size, skip_invalid=skip_invalid,
-                              index_type=index_type, precision=precision, progress=bar.update)
+                              index_type=index_type, precision=precision, embeddings=embeddings, force=force,
+                              progress=bar.update)
     rate = report.embedded / report.seconds if report.seconds else 0.0
     click.echo(f"{index_path(index)}: {report.read} read, {report.added} added, {report.updated} updated, "
                f"{report.unchanged} unchanged"
@@ -137,12 +142,25 @@ def delete_cmd(index, ids, ids_from, filters) -> None:
     click.echo(f"{index_path(index)}: {removed} documents removed", err=True)
 
 
+@main.command("compact")
+@index_option
+def compact_cmd(index) -> None:
+    """Merge an index's segments into one and purge deleted documents (crash-safe, like any write)."""
+    from ..api import compact_index
+    from ..index import index_path
+
+    report = compact_index(index)
+    click.echo(f"{index_path(index)}: {report.segments_before} segments -> {report.segments_after}, "
+               f"{report.purged} deleted documents purged, {report.vectors:,} vectors rewritten "
+               f"in {report.seconds:.1f} s", err=True)
+
+
 @main.command("info")
 @index_option
 @click.option("--json", "as_json", is_flag=True, help="The manifest and file sizes as JSON.")
 def info_cmd(index, as_json) -> None:
-    """What an index holds: model, counts, files and sizes, versions."""
-    from ..maintenance import info
+    """What an index holds: model, counts, segments, tombstones, files and sizes, versions."""
+    from ..index.maintenance import info
     from ..vectors import stored_type
 
     data = info(index)
@@ -152,6 +170,13 @@ def info_cmd(index, as_json) -> None:
     encoder = data["encoder"]
     click.echo(f"index      {data['path']} (format {data['format']}, generation {data['generation']})")
     click.echo(f"documents  {data['counts']['documents']:,}")
+    segments = data.get("segments", [])
+    if segments:
+        sizes = ", ".join(f"{s['vectors']:,}" for s in segments[:8]) + (", ..." if len(segments) > 8 else "")
+        click.echo(f"segments   {len(segments)} ({sizes} vectors); {data['faiss'].get('dead', 0):,} deleted "
+                   "documents awaiting compaction")
+        click.echo(f"compaction {'due: ' + data['compaction'] if data.get('compaction') else 'not due'} "
+                   "(automatic when deleted vectors pass 20% or segments pass 24; now: semsearch compact)")
     click.echo(f"model      {encoder['model']} ({encoder['pooling']} pooling, {encoder['dimension']}-d, "
                f"max {encoder['max_length']} tokens, {encoder.get('precision', 'fp32')}, "
                f"{encoder['fingerprint'][:19]})")
@@ -159,7 +184,7 @@ def info_cmd(index, as_json) -> None:
     knobs = ", ".join(f"{k} {v}" for k, v in sorted(faiss_meta.get("search", {}).items()))
     click.echo(f"faiss      {stored_type(faiss_meta)}: {faiss_meta['factory']}"
                + (f" (search: {knobs})" if knobs else "")
-               + (f", {faiss_meta['dead']:,} dead vectors awaiting rebuild" if faiss_meta.get("dead") else ""))
+               )
     for name, size in data["sizes"].items():
         click.echo(f"file       {name}: {size:,} bytes" if size is not None else f"file       {name}: missing")
     click.echo(f"updated    {data['updated']} (created {data['created']})")
@@ -170,10 +195,16 @@ def info_cmd(index, as_json) -> None:
 @click.option("--repair", is_flag=True, help="Rebuild the vectors from the stored texts when the check fails.")
 def check_cmd(index, repair) -> None:
     """Verify an index: checksums, and one vector per document (exit 1 when damaged)."""
-    from ..maintenance import check
-    from ..maintenance import repair as repair_index
+    from ..index import index_path
+    from ..index.files import folder_state
+    from ..index.maintenance import check
+    from ..index.maintenance import repair as repair_index
 
-    report = check(index)
+    if repair and folder_state(index_path(index)) == "damaged":
+        click.echo(f"{index_path(index)}: manifest.json is missing; rebuilding it from the database", err=True)
+        report = repair_index(index)
+    else:
+        report = check(index)
     if not report.ok and repair:
         for problem in report.problems:
             click.echo(f"{report.path}: {problem}", err=True)
