@@ -131,9 +131,19 @@ def folder_state(folder: Path) -> str:
     leftovers = names - HOUSEKEEPING - journalled
     if not leftovers:
         return "unfinished" if names & journalled else "empty"
-    if all(is_own_name(n) for n in leftovers) and (DOCS_DB in leftovers or any(n.endswith(".faiss") for n in leftovers)):
+    ours = any(n.startswith(("seg.", "trained.")) for n in leftovers) or (
+        DOCS_DB in leftovers and _is_sqlite(folder / DOCS_DB))
+    if ours and all(is_own_name(n) for n in leftovers):
         return "damaged"
     return "foreign"
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(16) == b"SQLite format 3\0"
+    except OSError:
+        return False
 
 
 def refuse_missing(folder: Path) -> None:
@@ -160,7 +170,10 @@ class WriterLock:
         self.fh = None
 
     def __enter__(self) -> "WriterLock":
-        self.fh = open(self.path, "a+")
+        try:
+            self.fh = open(self.path, "a+")
+        except OSError as exc:
+            raise os_error(self.path.parent, exc) from None
         deadline = time.monotonic() + self.timeout
         while True:
             try:

@@ -122,7 +122,8 @@ def repair(name_or_path: str | os.PathLike | None = None, batch_size: int = 32) 
         rebuilt = True
     manifest = Manifest.load(path)
     if not (path / manifest.sqlite).is_file():
-        raise SemsearchError(f"{path}: the documents database is missing; nothing to rebuild from: re-index the corpus")
+        raise IndexDamaged(f"{path / manifest.sqlite}: missing; the documents are lost, nothing to rebuild the "
+                           "index from: re-index the corpus")
     report = check(path)
     if not report.ok:
         if any(manifest.sqlite in p and "unreadable" in p for p in report.problems):

@@ -511,10 +511,11 @@ def _compact(path: Path, *, full: bool, encoder: "Encoder | None") -> CompactRep
         merge = segments
     else:  # the smallest segments, until the count is back under half the bound
         merge = segments[:max(2, len(segments) - MAX_SEGMENTS // 2)]
+    store = DocStore.open_writer(path / old.sqlite, create=False)
     if len(merge) < 2 and old.dead == 0:
+        store.close()
         report.segments_after = len(old.segments)
         return report
-    store = DocStore.open_writer(path / old.sqlite, create=False)
     try:
         store.begin()
         store.roll_back_to(old.generation)
