@@ -6,8 +6,9 @@ of :data:`TYPED_SEGMENT_MIN` vectors or more (and compaction's merged segment) u
 so every segment shares one quantizer. Deleted documents are tombstones in SQLite: searches exclude their row
 ids with an ID selector until compaction rewrites the segments without them.
 
-Results of all segments are merged by score, ties by row id (FAISS's own tie order for one flat index), so for
-flat segments the merged top k equals that of one flat index over the same vectors.
+Results of all segments are merged by score, ties by row id (earlier writes first); each segment is asked for every
+vector tied with its k-th score (FAISS keeps an arbitrary part of a tie at the cut-off), so for flat segments the
+merged top k is exactly that of one exhaustive search over the same vectors, ties included.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class SegmentSet:
             excluded = None if allowed is not None or not len(self.excluded) else self.excluded
             knobs = {"nprobe": nprobe if store._ivf is not None else None,
                      "ef_search": ef_search if store._hnsw is not None else None}
-            scores, ids = store.search(queries, min(k, live), allowed=allowed, excluded=excluded, **knobs)
+            scores, ids = self._search_ties_included(store, queries, k, live, allowed, excluded, knobs)
             found = ids >= 0
             slack = SCORE_SLACK if store.lossless else LOSSY_SCORE_SLACK
             if found.any() and np.abs(scores[found]).max() > 1 + slack:
@@ -120,9 +121,21 @@ class SegmentSet:
         n = len(queries)
         if not all_scores:
             return np.zeros((n, k), np.float32), np.full((n, k), -1, np.int64)
-        if len(all_scores) == 1 and all_scores[0].shape[1] == k:
-            return all_scores[0], all_ids[0]
         return merge_top_k(np.hstack(all_scores), np.hstack(all_ids), k)
+
+    @staticmethod
+    def _search_ties_included(store, queries, k, live, allowed, excluded, knobs):
+        """A segment's top k plus every vector tied with its k-th score: FAISS keeps an arbitrary part of a tie
+        at the cut-off, and the merged order (score, then row id) must choose from all of it."""
+        want = min(k + 1, live)
+        while True:
+            scores, ids = store.search(queries, want, allowed=allowed, excluded=excluded, **knobs)
+            if want >= live or want <= k:
+                return scores, ids
+            tied = (ids[:, -1] >= 0) & (scores[:, -1] == scores[:, k - 1])
+            if not tied.any():
+                return scores, ids
+            want = min(live, want * 2)
 
     def check_knobs(self, nprobe: int | None, ef_search: int | None) -> None:
         """Refuse a knob that no segment of this index uses (as one index of that type would)."""

@@ -293,8 +293,11 @@ class IndexWriter:
         store.commit()
         manifest.save(self.path)  # the commit point
         self.old = manifest
-        store.close()
-        self.store = None
+        try:
+            purge_rows(store, getattr(self, "_purge_after", []), manifest.generation, vacuum=True)
+        finally:
+            store.close()
+            self.store = None
         clear_pending(self.path, keep=manifest.files())
         if self._auto_compact and compaction_due(manifest):
             self.compacted = compact(self.path, lock=False, manifest=manifest)
@@ -459,9 +462,8 @@ class IndexWriter:
         self.vectors = VectorStore.create(self.spec.dimension, self._kind, build=_build(self.old))
         for rowids, texts in self.store.iter_texts():
             self.vectors.add(np.array(rowids, dtype=np.int64), self.encoder.encode(texts, batch_size=batch_size))
-        self.store.purge(self.store.dead_rowids())
+        self._purge_after = self.store.dead_rowids()  # once the new manifest (without their vectors) is current
         self._dead = 0
-        self.store.set_state("purged", self.generation - 1)
         self._dirty = True
         self._replace_all = True
 
@@ -493,6 +495,27 @@ def compact(name_or_path: str | os.PathLike | None = None, *, lock: bool = True,
             writer._dirty = True
     with WriterLock(path, lock_timeout):
         return _compact(path, full=full, encoder=encoder)
+
+
+def purge_rows(store: DocStore, rowids: Sequence[int], generation: int, *, vacuum: bool) -> None:
+    """After a manifest that no longer holds their vectors is current: remove tombstoned rows for good.
+
+    ``purged`` tells readers that opened an older manifest to reopen (their segments still hold those vectors).
+    A crash before this leaves harmless tombstones, purged by the next full compaction.
+    """
+    if not rowids:
+        return
+    store.begin()
+    store.purge(rowids)
+    store.set_state("purged", generation)
+    if vacuum:  # merge the lexical index's segments, dropping the purged rows' postings
+        store.execute("insert into docs_fts(docs_fts) values ('optimize')")
+    store.commit()
+    if vacuum:  # rows were purged all over the file: VACUUM gives their space back (open readers keep theirs)
+        try:
+            store.conn.execute("vacuum")
+        except sqlite3.Error:
+            pass  # the space stays allocated and is reused by later writes
 
 
 def _needs_full(manifest: Manifest) -> bool:
@@ -556,10 +579,8 @@ def _compact(path: Path, *, full: bool, encoder: "Encoder | None") -> CompactRep
         target.save(path / name)
         merged = Segment(name, sha256(path / name), len(target), seg_kind, generation)
         kept = [s for s in old.segments if s not in merge]
-        store.purge(purge)
-        if full and purge:  # merge the lexical index's segments, dropping the purged rows' postings
-            store.execute("insert into docs_fts(docs_fts) values ('optimize')")
-        store.set_state("purged", old.generation)
+        if full:  # no segment keeps any deleted document's vector now
+            purge = sorted(set(purge) | set(store.dead_rowids()))
         faiss_meta = dict(old.faiss)
         faiss_meta["dead"] = max(0, old.dead - len(purge))
         if seg_kind != "flat" and target._hnsw is not None:
@@ -577,12 +598,10 @@ def _compact(path: Path, *, full: bool, encoder: "Encoder | None") -> CompactRep
         store.close()
         clear_pending(path, keep=old.files())
         raise
-    if full and purge:  # rows were purged all over the file: VACUUM gives their space back (readers keep theirs)
-        try:
-            store.conn.execute("vacuum")
-        except sqlite3.Error:
-            pass  # the space stays allocated and is reused by later writes
-    store.close()
+    try:
+        purge_rows(store, purge, generation, vacuum=full)
+    finally:
+        store.close()
     clear_pending(path, keep=manifest.files())
     report.segments_after = len(manifest.segments)
     report.purged = len(purge)
