@@ -26,6 +26,7 @@ import numpy as np
 
 from .errors import IndexFormatError, InputError, SemsearchError
 from .mining import DEFAULT_THRESHOLD, Keep, Pairs, check_threshold, exact_scores, mine_pairs, plan_keep, select_top_k
+from .similarity import normalise_rows
 
 
 class Mode(str, Enum):
@@ -255,8 +256,7 @@ def mine_approximate(embeddings: np.ndarray, threshold: float = DEFAULT_THRESHOL
     if sample < 1:
         raise SemsearchError(f"the recall sample must hold at least 1 document, got {sample}")
     d = matrix.shape[1]
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    unit = np.ascontiguousarray(np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0))
+    unit = np.ascontiguousarray(normalise_rows(matrix))
     nlist = nlist or min(int(2 * math.sqrt(n)), n // 40)  # k-means wants >= 39 points per list
     nprobe = min(max(nlist, 1), nprobe or 8)
     if nlist < 2:  # too few documents to partition: one flat list, searched exhaustively
@@ -314,8 +314,7 @@ def _recall(matrix: np.ndarray, left: np.ndarray, right: np.ndarray, threshold: 
 def mine_rows(matrix: np.ndarray, rows: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Exact: ``(row, partner)`` for every partner of each of ``rows`` with cosine >= threshold (no self)."""
     matrix = np.asarray(matrix, dtype=np.float32)
-    norms = np.linalg.norm(matrix, axis=1)
-    unit = np.divide(matrix, norms[:, None], out=np.zeros_like(matrix), where=norms[:, None] > 0)
+    unit = normalise_rows(matrix)
     lefts, rights = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for start in range(0, len(rows), 256):
         part = np.asarray(rows[start:start + 256], dtype=np.int64)

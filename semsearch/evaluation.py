@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InputError
+from .similarity import normalise_rows
 
 if TYPE_CHECKING:
     from .encoder import Encoder
@@ -85,8 +86,7 @@ def cosine_scores(encoder: "Encoder", pairs: list[ScoredPair], batch_size: int =
     """Cosine similarity of each pair; each distinct sentence is embedded once."""
     sentences = sorted({p.sentence1 for p in pairs} | {p.sentence2 for p in pairs})
     position = {s: i for i, s in enumerate(sentences)}
-    vectors = encoder.encode(sentences, batch_size=batch_size).astype(np.float64)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+    vectors = normalise_rows(encoder.encode(sentences, batch_size=batch_size), dtype=np.float64)
     a = vectors[[position[p.sentence1] for p in pairs]]
     b = vectors[[position[p.sentence2] for p in pairs]]
     return np.einsum("ij,ij->i", a, b)
