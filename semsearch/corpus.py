@@ -51,9 +51,10 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def guess_format(path: str | Path) -> Format:
-    """The format a path's suffix names; plain text when it names none."""
-    return _SUFFIXES.get(Path(str(path)).suffix.lower(), Format.TEXT)
+def guess_format(path: str | Path, default: Format | None = Format.TEXT) -> Format | None:
+    """The format a path's suffix names (``.jsonl``/``.ndjson``/``.json``, ``.csv``, ``.tsv``/``.tab``,
+    ``.txt``, in any case); ``default`` when it names none. The one suffix table of the project."""
+    return _SUFFIXES.get(Path(str(path)).suffix.lower(), default)
 
 
 def _open(path: str | Path) -> BinaryIO:

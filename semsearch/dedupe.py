@@ -24,9 +24,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .corpus import Format, guess_format
 from .errors import IndexFormatError, InputError, SemsearchError
 from .mining import DEFAULT_THRESHOLD, Keep, Pairs, check_threshold, exact_scores, mine_pairs, plan_keep, select_top_k
 from .similarity import normalise_rows
+
+OUT_FORMATS = (Format.JSONL, Format.CSV)  # what --out writes
 
 
 class Mode(str, Enum):
@@ -374,21 +377,27 @@ def result_rows(result: DedupeResult, view: View | str = View.PAIRS) -> list[dic
     return rows
 
 
+def out_format(path: str | os.PathLike) -> Format:
+    """The format an output file's suffix names: JSON lines or CSV (anything else is an :class:`InputError`)."""
+    fmt = guess_format(path, default=None)
+    if fmt not in OUT_FORMATS:
+        raise InputError(path, "use a .jsonl or .csv file (JSON lines or CSV)")
+    return fmt
+
+
 def write_rows(path: str | os.PathLike, rows: list[dict], fields: Sequence[str] | None = None) -> str:
     """Write records as JSON lines (``.jsonl``, ``.ndjson``, ``.json``) or CSV (``.csv``), atomically.
 
     Returns the format written. CSV needs ``fields`` (the header) when ``rows`` is empty.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".ndjson", ".json", ".csv"):
-        raise SemsearchError(f"{path}: cannot tell the format from {suffix or 'no suffix'!r}; use .jsonl or .csv")
+    fmt = out_format(path)
     if not path.parent.is_dir():
         raise InputError(path, "its folder does not exist")
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            if suffix == ".csv":
+            if fmt is Format.CSV:
                 header = list(fields or (rows[0].keys() if rows else []))
                 writer = csv.DictWriter(fh, fieldnames=header)
                 writer.writeheader()
@@ -400,7 +409,7 @@ def write_rows(path: str | os.PathLike, rows: list[dict], fields: Sequence[str] 
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise InputError(path, f"cannot be written ({exc.strerror})") from None
-    return "csv" if suffix == ".csv" else "jsonl"
+    return fmt.value
 
 
 def view_fields(view: View | str, lines: bool) -> list[str]:
@@ -416,4 +425,4 @@ def view_fields(view: View | str, lines: bool) -> list[str]:
 
 __all__ = ["Mode", "View", "Document", "DuplicatePair", "Cluster", "ClusterMember", "Dropped", "Recall",
            "DedupeResult", "dedupe", "dedupe_vectors", "index_vectors", "corpus_vectors", "mine_approximate",
-           "mine_rows", "result_rows", "write_rows", "view_fields"]
+           "mine_rows", "result_rows", "write_rows", "out_format", "OUT_FORMATS", "view_fields"]

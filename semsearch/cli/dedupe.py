@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import click
 
 from . import main
 from ._options import index_option, model_option
-
-DEDUPE_OUT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")
 
 
 @main.command("dedupe")
@@ -45,15 +42,19 @@ def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_j
     Mines CORPUS (embedded first, same formats as `index`) or, without one, the stored vectors of
     --index (nothing is re-encoded).
     """
-    from ..dedupe import View, dedupe, result_rows, view_fields, write_rows
+    from ..dedupe import View, dedupe, out_format, result_rows, view_fields, write_rows
+    from ..errors import InputError
     from ..mining import DEFAULT_THRESHOLD
 
     if corpus is not None and index is not None:
         raise click.UsageError("give a CORPUS file or --index NAME, not both")
     if corpus is None and model is not None:
         raise click.UsageError("--model applies to a CORPUS; an index is mined from its stored vectors")
-    if out is not None and Path(out).suffix.lower() not in DEDUPE_OUT_SUFFIXES:
-        raise click.BadParameter(f"{out}: use a .jsonl or .csv file", param_hint="--out")
+    if out is not None:
+        try:
+            out_format(out)
+        except InputError as exc:
+            raise click.BadParameter(str(exc), param_hint="--out") from None
     view = View.CLUSTERS if clusters else View.PLAN if keep else View.PAIRS
     result = dedupe(corpus, index, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, top_k=top_k,
                     keep=keep or "first", mode="approximate" if approximate else "exact", model=model,

@@ -18,7 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..corpus import json_objects
+from ..corpus import Format, guess_format, json_objects
 from ..errors import InputError
 
 
@@ -46,7 +46,6 @@ _TEXT_POSITIONS: dict[DataKind, tuple[int, ...]] = {
 }
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
-_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".tab": "tsv", ".csv": "csv"}
 _PROBLEMS_KEPT = 5
 
 
@@ -197,7 +196,8 @@ def _format(path: Path, format: str | None) -> str:
         if format not in ("csv", "tsv", "jsonl"):
             raise InputError(path, f"unknown format {format!r} (csv, tsv or jsonl)")
         return format
-    return _SUFFIXES.get(path.suffix.lower(), "csv")
+    fmt = guess_format(path, default=Format.CSV)
+    return Format.CSV.value if fmt is Format.TEXT else fmt.value  # rows of texts: a .txt is read as CSV
 
 
 def _rows(path: Path, names: tuple[str, ...], format: str | None) -> Iterator[tuple[int, list, str | None, str]]:
