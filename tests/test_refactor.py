@@ -57,3 +57,102 @@ def test_cosine_of_paired_rows_and_of_rows_with_one_vector():
     np.testing.assert_allclose(cosine(a, np.array([0.0, 3.0])), [0.0, 2 ** -0.5, 0.0], atol=1e-15)
     with pytest.raises(SemsearchError, match="one shape"):
         cosine(a, b[:2])
+
+
+# --------------------------------------------------------------------------------------------- formats
+@pytest.mark.parametrize("name, expected", [
+    ("a.jsonl", "jsonl"), ("A.NDJSON", "jsonl"), ("a.json", "jsonl"), ("a.csv", "csv"), ("a.TSV", "tsv"),
+    ("a.tab", "tsv"), ("a.txt", "text"), ("a.md", "text"), ("noext", "text"),
+])
+def test_guess_format_is_the_one_suffix_table(name, expected):
+    from semsearch.corpus import guess_format
+
+    assert guess_format(name).value == expected
+    assert guess_format("x.parquet", default=None) is None
+
+
+@pytest.mark.parametrize("name, tabs", [("d.tsv", True), ("d.TAB", True), ("d.csv", False), ("d.txt", False),
+                                        ("d", False)])
+def test_training_reader_takes_its_format_from_guess_format(tmp_path, name, tabs):
+    from semsearch.errors import InputError
+    from semsearch.training.data import DataKind, read_dataset
+
+    path = tmp_path / name
+    path.write_text("a\tb\tc\n")  # three fields in a TSV; one field in a CSV (.txt and no suffix read as CSV)
+    if tabs:
+        assert [e.texts for e in read_dataset(path, DataKind.TRIPLETS).examples] == [("a", "b", "c")]
+    else:
+        with pytest.raises(InputError, match="expected 3 fields .*got 1"):
+            read_dataset(path, DataKind.TRIPLETS)
+
+
+@pytest.mark.parametrize("name, ok", [("o.jsonl", True), ("o.CSV", True), ("o.ndjson", True), ("o.tsv", False),
+                                      ("o.txt", False), ("o", False)])
+def test_dedupe_out_format(tmp_path, name, ok):
+    from semsearch.dedupe import out_format, write_rows
+    from semsearch.errors import InputError
+
+    if ok:
+        written = write_rows(tmp_path / name, [{"id": "a", "score": 1.0}])
+        assert written == out_format(name).value
+    else:
+        with pytest.raises(InputError, match="use a .jsonl or .csv file"):
+            write_rows(tmp_path / name, [])
+        assert not (tmp_path / name).exists()
+
+
+# ------------------------------------------------------------------------------------------ STS reader
+STS_ROWS = [("A cat sits.", "A cat is sitting.", 4.5), ("A dog runs.", "The sky is blue.", 0.2),
+            ("Kids play.", "Children are playing.", 4.0), ("He cooks.", "A man sings.", 1.0)]
+
+
+def _sts_file(path, header: str) -> str:
+    order = [c.strip() for c in header.split(",")]
+    lines = [header] + [",".join(str(dict(zip(("sentence1", "sentence2", "score"), row))[c]) for c in order)
+                        for row in STS_ROWS]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("header", ["score,sentence1,sentence2", "sentence1,sentence2,score",
+                                    "sentence2,score,sentence1"])
+def test_sts_reader_takes_a_header_in_any_order(tmp_path, header):
+    from semsearch.evaluation import read_sts
+
+    pairs = read_sts(_sts_file(tmp_path / "sts.csv", header))
+    assert [(p.sentence1, p.sentence2, p.score) for p in pairs] == STS_ROWS  # scores as given, not scaled
+
+
+def test_sts_reader_without_header_and_scores_outside_0_5(tmp_path):
+    from semsearch.evaluation import read_sts
+
+    path = tmp_path / "sts.tsv"
+    path.write_text("a\tb\t-3\nc\td\t12.5\n")
+    assert [(p.sentence1, p.sentence2, p.score) for p in read_sts(path)] == [("a", "b", -3.0), ("c", "d", 12.5)]
+
+
+def test_sts_reader_names_file_and_line(tmp_path):
+    from semsearch.errors import InputError
+    from semsearch.evaluation import read_sts
+
+    path = tmp_path / "sts.csv"
+    path.write_text("score,sentence1,sentence2\n1,a,b\nhigh,c,d\n")
+    with pytest.raises(InputError, match=r"sts\.csv:3: score 'high' is not a number"):
+        read_sts(path)
+
+
+def test_eval_sts_and_train_dev_accept_the_header_train_accepts(tmp_path, fake_encoder, monkeypatch):
+    """The issue's case: ``score,sentence1,sentence2`` loads for train; eval sts and --dev must load it too."""
+    from click.testing import CliRunner
+
+    from semsearch.cli import main
+    from semsearch.evaluation import evaluate_sts
+    from semsearch.training.data import DataKind, read_dataset
+
+    path = _sts_file(tmp_path / "sts.csv", "score,sentence1,sentence2")
+    assert len(read_dataset(path, DataKind.SCORED_PAIRS)) == 4  # train
+    assert evaluate_sts(fake_encoder, path).pairs == 4  # eval sts, and --dev (fit reads it with read_sts)
+    monkeypatch.setattr("semsearch.encoder.Encoder.load", lambda *a, **k: fake_encoder)
+    result = CliRunner().invoke(main, ["eval", "sts", path])
+    assert result.exit_code == 0, result.output
+    assert "(4 pairs; fake" in result.output

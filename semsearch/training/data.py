@@ -87,17 +87,19 @@ def parse_columns(spec: str | Sequence[str] | None, kind: DataKind) -> tuple[str
 
 def read_dataset(path: str | Path, kind: DataKind | str, *, columns: str | Sequence[str] | None = None,
                  format: str | None = None, skip_invalid: bool = False,
-                 score_range: tuple[float, float] = (0.0, 5.0), labels: Sequence[str] | None = None) -> Dataset:
+                 score_range: tuple[float, float] | None = (0.0, 5.0),
+                 labels: Sequence[str] | None = None) -> Dataset:
     """Read the rows of ``path`` as ``kind``.
 
-    ``score_range`` (scored pairs): the gold scale; scores are mapped linearly onto [0, 1].
+    ``score_range`` (scored pairs): the gold scale; scores are mapped linearly onto [0, 1]. ``None`` keeps
+    every finite score as it is (evaluation: correlations do not depend on the scale).
     ``labels`` (labelled pairs): the known class names, in class order (for evaluation with a trained head);
     without it the classes are the distinct labels of the file, in numeric order when all are integers.
     """
     kind = DataKind(kind)
     path = Path(path)
     names = parse_columns(columns, kind)
-    low, high = score_range
+    low, high = score_range if score_range is not None else (-math.inf, math.inf)
     if kind is DataKind.SCORED_PAIRS and not high > low:
         raise InputError(path, f"score range {low:g}..{high:g} is empty")
     out = Dataset(str(path), kind, [])
@@ -151,7 +153,7 @@ def _parse(kind: DataKind, names: tuple[str, ...], values: list, line: int, low:
             return f"{column} {value!r} is not a number", None
         if not low <= score <= high:
             return f"{column} {score:g} is outside {low:g}..{high:g} (set the scale with --score-range)", None
-        return None, Example(texts, (score - low) / (high - low), line)
+        return None, Example(texts, score if math.isinf(high - low) else (score - low) / (high - low), line)
     if kind is DataKind.DUPLICATE_PAIRS:
         flag = str(value).strip().lower() if value is not None else ""
         if flag not in _TRUE | _FALSE:
