@@ -15,7 +15,7 @@ from enum import Enum
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from .errors import InputError
+from .errors import InputError, choice
 
 OnInvalid = Callable[[InputError], None]
 
@@ -96,10 +96,11 @@ def read_records(path: str | Path, *, format: Format | str | None = None, text_f
     A bad record raises :class:`InputError`, or, when ``on_invalid`` is given, is passed to it and skipped.
     """
     name = "<stdin>" if str(path) == STDIN else str(path)
+    fmt = choice(Format, format, "format") if format is not None else None
     fh = _open(path)
     try:
         lines = _lines(fh, name, on_invalid)
-        if format is None:
+        if fmt is None:
             if str(path) == STDIN:
                 first = next(lines, None)
                 if first is None:
@@ -108,8 +109,6 @@ def read_records(path: str | Path, *, format: Format | str | None = None, text_f
                 lines = _chain(first, lines)
             else:
                 fmt = guess_format(path)
-        else:
-            fmt = Format(format)
         if fmt is Format.JSONL:
             records = _jsonl(lines, name, text_field, id_field)
         elif fmt in (Format.CSV, Format.TSV):

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .corpus import Format, guess_format
-from .errors import IndexFormatError, InputError, SemsearchError
+from .errors import IndexFormatError, InputError, SemsearchError, choice
 from .mining import DEFAULT_THRESHOLD, Keep, Pairs, check_threshold, exact_scores, mine_pairs, plan_keep, select_top_k
 from .similarity import normalise_rows
 
@@ -127,7 +127,7 @@ def dedupe(corpus: str | os.PathLike | None = None, index: str | os.PathLike | N
     ``progress`` shows bars on stderr.
     """
     threshold = check_threshold(threshold)
-    keep, mode = Keep(keep), Mode(mode)
+    keep, mode = choice(Keep, keep, "keep rule"), choice(Mode, mode, "mode")
     if corpus is not None and index is not None:
         raise SemsearchError("give a corpus file or an index, not both")
     if corpus is not None:
@@ -189,7 +189,7 @@ def dedupe_vectors(vectors: np.ndarray, documents: Sequence[Document], *, thresh
                    chunk_size: int | None = None, device: str | None = None, sample: int = 1000,
                    progress: bool = False, source: str = "") -> DedupeResult:
     """Mine ``vectors`` (row ``i`` belongs to ``documents[i]``) and turn the pairs into clusters and a plan."""
-    keep, mode = Keep(keep), Mode(mode)
+    keep, mode = choice(Keep, keep, "keep rule"), choice(Mode, mode, "mode")
     if len(vectors) != len(documents):
         raise SemsearchError(f"{len(vectors)} vectors for {len(documents)} documents")
     import torch  # noqa: F401  (imported before the clock starts: its import is not mining time)
@@ -344,7 +344,7 @@ def result_rows(result: DedupeResult, view: View | str = View.PAIRS) -> list[dic
     representative, score, link_id, link_score, text``; plan: one row per document, ``id, action,
     duplicate_of, score``. Corpus input adds the line numbers (``line_a``/``line_b``, ``line``).
     """
-    view = View(view)
+    view = choice(View, view, "view")
     lines = bool(result.documents) and result.documents[0].line is not None
     rows: list[dict] = []
     if view is View.PAIRS:
@@ -414,7 +414,7 @@ def write_rows(path: str | os.PathLike, rows: list[dict], fields: Sequence[str] 
 
 def view_fields(view: View | str, lines: bool) -> list[str]:
     """The column names of a view (for a CSV header when there are no rows)."""
-    view = View(view)
+    view = choice(View, view, "view")
     if view is View.PAIRS:
         return ["score", "id_a", "id_b", "text_a", "text_b"] + (["line_a", "line_b"] if lines else [])
     if view is View.CLUSTERS:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import SemsearchError
+from .errors import SemsearchError, choice
 from .similarity import cosine, inverse_norms
 
 if TYPE_CHECKING:
@@ -572,7 +572,7 @@ def plan_keep(pairs: Pairs, embeddings, keep: Keep | str = Keep.FIRST,
     its exact cosine to the representative and its best pair (a chain can join documents that are not
     near-duplicates of the representative themselves).
     """
-    keep = Keep(keep)
+    keep = choice(Keep, keep, "keep rule")
     if keep is Keep.LONGEST and lengths is None:
         raise SemsearchError("keep='longest' needs the text lengths of the documents")
     matrix = _as_matrix(embeddings) if pairs.n else np.zeros((0, 0), np.float32)

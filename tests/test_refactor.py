@@ -156,3 +156,135 @@ def test_eval_sts_and_train_dev_accept_the_header_train_accepts(tmp_path, fake_e
     result = CliRunner().invoke(main, ["eval", "sts", path])
     assert result.exit_code == 0, result.output
     assert "(4 pairs; fake" in result.output
+
+
+# ---------------------------------------------------------------------------------------- typed errors
+@pytest.fixture
+def weighted_mean_model(tiny_model_dir, tmp_path):
+    """The tiny model folder, its pooling switched to sentence-transformers' weighted mean."""
+    import json
+    import shutil
+
+    folder = tmp_path / "weighted"
+    shutil.copytree(tiny_model_dir, folder)
+    config = folder / "1_Pooling" / "config.json"
+    settings_ = json.loads(config.read_text())
+    settings_.update(pooling_mode_mean_tokens=False, pooling_mode_weightedmean_tokens=True)
+    config.write_text(json.dumps(settings_))
+    return folder
+
+
+@pytest.mark.parametrize("command", [["eval", "sts", "{sts}"], ["dedupe", "{corpus}"]])
+def test_weighted_mean_pooling_is_one_line_exit_1(weighted_mean_model, tmp_path, command):
+    from click.testing import CliRunner
+
+    from semsearch.cli import main
+
+    sts = _sts_file(tmp_path / "sts.csv", "sentence1,sentence2,score")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("one\ntwo\n")
+    args = [a.format(sts=sts, corpus=corpus) for a in command] + ["--model", str(weighted_mean_model)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, ValueError)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0] == (f"Error: {weighted_mean_model / '1_Pooling' / 'config.json'}: weighted-mean pooling is not "
+                        "supported (semsearch pools with mean, max or cls; --pooling overrides the folder's)")
+
+
+def test_pooling_override_loads_a_weighted_mean_folder(weighted_mean_model):
+    from semsearch.encoder import Encoder
+
+    assert Encoder.load(weighted_mean_model, pooling="max", device="cpu").spec.pooling.value == "max"
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"pooling_mode_mean_tokens": True, "pooling_mode_mean_sqrt_len_tokens": True}, "mean-sqrt-len pooling"),
+    ({"pooling_mode_lasttoken": True, "pooling_mode_mean_tokens": False}, "last-token pooling"),
+    ({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True}, r"cls \+ mean pooling \(concatenated\)"),
+    ({"pooling_mode_mean_tokens": False}, "no pooling mode is switched on"),
+    ([], "expected a JSON object"),
+])
+def test_unsupported_pooling_configurations(config, message):
+    from semsearch.errors import ModelError, UnsupportedModel
+    from semsearch.pooling import pooling_from_st_config
+
+    with pytest.raises(UnsupportedModel, match=message) as info:
+        pooling_from_st_config(config, "m/1_Pooling/config.json")
+    assert isinstance(info.value, ModelError) and str(info.value).startswith("m/1_Pooling/config.json: ")
+
+
+@pytest.mark.parametrize("config, expected", [({}, "mean"), ({"pooling_mode_max_tokens": True,
+                                              "pooling_mode_mean_tokens": False}, "max"),
+                                              ({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False,
+                                                "pooling_mode_weightedmean_tokens": False}, "cls")])
+def test_supported_pooling_configurations(config, expected):
+    from semsearch.pooling import pooling_from_st_config
+
+    assert pooling_from_st_config(config).value == expected
+
+
+def test_a_broken_model_json_is_a_model_error(tiny_model_dir, tmp_path):
+    import shutil
+
+    from semsearch.encoder import Encoder
+    from semsearch.errors import ModelError
+
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "modules.json").write_text("[{")
+    with pytest.raises(ModelError, match=r"modules\.json: not valid JSON"):
+        Encoder.load(folder, device="cpu")
+    (folder / "modules.json").write_text('{"a": 1}')
+    with pytest.raises(ModelError, match=r"modules\.json: expected a JSON list of modules"):
+        Encoder.load(folder, device="cpu")
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: __import__("semsearch.corpus", fromlist=["x"]).read_records("x.txt", format="xml").__next__(),
+     "unknown format 'xml': use one of jsonl, csv, tsv, text"),
+    (lambda: __import__("semsearch.pooling", fromlist=["x"]).pool("median", None, None),
+     "unknown pooling 'median': use one of mean, max, cls"),
+    (lambda: __import__("semsearch.training.data", fromlist=["x"]).read_dataset("x.csv", "quads"),
+     "unknown data kind 'quads'"),
+    (lambda: __import__("semsearch.mining", fromlist=["x"]).plan_keep(
+        __import__("semsearch.mining", fromlist=["x"]).mine_pairs(np.eye(2), 0.5), np.eye(2), keep="shortest"),
+     "unknown keep rule 'shortest': use one of first, longest"),
+    (lambda: __import__("semsearch.metrics", fromlist=["x"]).best_f1_threshold([0.1, 0.2], [0]),
+     "2 scores for 1 labels"),
+])
+def test_bad_arguments_are_typed_and_still_value_errors(call, message):
+    from semsearch.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match=message) as info:
+        call()
+    assert isinstance(info.value, SemsearchError) and isinstance(info.value, ValueError)
+
+
+def test_lean_bert_refuses_to_train_with_a_typed_error(tiny_model_dir):
+    from semsearch.bert import LeanBert
+    from semsearch.errors import InferenceOnly, ModelError
+
+    with pytest.raises(InferenceOnly) as info:
+        LeanBert(tiny_model_dir).train()
+    assert isinstance(info.value, ModelError) and isinstance(info.value, RuntimeError)
+
+
+# Storage modules belong to the storage rewrite (issue 12's index package); everything else is checked here.
+STORAGE = {"index.py", "store.py", "maintenance.py", "vectors.py", "api.py"}
+
+
+def test_no_bare_builtin_error_is_raised_by_the_library():
+    import re
+    from pathlib import Path
+
+    import semsearch
+
+    root = Path(semsearch.__file__).parent
+    bare = re.compile(r"raise (ValueError|RuntimeError|KeyError|TypeError|AssertionError|IndexError|OSError)\b")
+    found = [f"{path.relative_to(root)}:{number}: {line.strip()}"
+             for path in sorted(root.rglob("*.py"))
+             if path.relative_to(root).parts[0] not in STORAGE and path.relative_to(root).parts[0] != "index"
+             for number, line in enumerate(path.read_text().splitlines(), start=1) if bare.search(line)]
+    assert found == []

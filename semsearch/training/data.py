@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..corpus import Format, guess_format, json_objects
-from ..errors import InputError
+from ..errors import InputError, choice
 
 
 class DataKind(str, Enum):
@@ -96,7 +96,7 @@ def read_dataset(path: str | Path, kind: DataKind | str, *, columns: str | Seque
     ``labels`` (labelled pairs): the known class names, in class order (for evaluation with a trained head);
     without it the classes are the distinct labels of the file, in numeric order when all are integers.
     """
-    kind = DataKind(kind)
+    kind = choice(DataKind, kind, "data kind")
     path = Path(path)
     names = parse_columns(columns, kind)
     low, high = score_range if score_range is not None else (-math.inf, math.inf)
