@@ -288,3 +288,32 @@ def test_no_bare_builtin_error_is_raised_by_the_library():
              if path.relative_to(root).parts[0] not in STORAGE and path.relative_to(root).parts[0] != "index"
              for number, line in enumerate(path.read_text().splitlines(), start=1) if bare.search(line)]
     assert found == []
+
+
+# ------------------------------------------------------------------------------------------- exports
+def _type_checking_imports() -> dict[str, str]:
+    import ast
+    from pathlib import Path
+
+    import semsearch
+
+    tree = ast.parse(Path(semsearch.__file__).read_text())
+    block = next(node for node in tree.body if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING")
+    return {alias.asname or alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom)
+            for alias in node.names}
+
+
+def test_type_checking_block_lists_every_export_from_its_module():
+    import semsearch
+
+    assert _type_checking_imports() == dict(semsearch._EXPORTS)
+    assert len(semsearch._EXPORTS) >= 41
+
+
+def test_every_export_resolves_and_errors_derive_from_one_base():
+    import semsearch
+
+    for name in semsearch._EXPORTS:
+        value = getattr(semsearch, name)
+        if isinstance(value, type) and issubclass(value, Exception):
+            assert issubclass(value, semsearch.SemsearchError), name
