@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import main
-from ._options import POOLING_CHOICE, columns_option, model_option, precision_option, skip_invalid_option
+from ._options import COSINE, POOLING_CHOICE, columns_option, model_option, precision_option, skip_invalid_option
 
 
 @main.group("eval")
@@ -78,7 +78,7 @@ def eval_retrieval_cmd(folder, index, model, split, depth, batch_size) -> None:
 @eval_group.command("pairs")
 @click.argument("file", type=click.Path(dir_okay=False))
 @model_option
-@click.option("--threshold", "-t", type=click.FloatRange(-1, 1), default=None,
+@click.option("--threshold", "-t", type=COSINE, default=None,
               help="Also report precision, recall and F1 at this cosine threshold.")
 @columns_option("label,sentence1,sentence2")
 @skip_invalid_option

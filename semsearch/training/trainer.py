@@ -56,7 +56,7 @@ class TrainConfig:
             raise SemsearchError(f"batch size must be at least 1, got {self.batch_size}")
         if not 0 <= self.warmup_ratio <= 1:
             raise SemsearchError(f"warm-up ratio must be within 0..1, got {self.warmup_ratio}")
-        if self.learning_rate <= 0:
+        if not 0 < self.learning_rate < math.inf:  # nan too
             raise SemsearchError(f"learning rate must be positive, got {self.learning_rate}")
 
 
