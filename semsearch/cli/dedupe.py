@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
 from . import main
 from ._options import COSINE, index_option, model_option
-from .render import clip, one_line, text_room
+from .render import clip, json_line, one_line, text_room
 
 
 @main.command("dedupe")
@@ -65,7 +64,7 @@ def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_j
         write_rows(out, rows, view_fields(view, lines=corpus is not None))
     if as_json:
         for row in rows:
-            click.echo(json.dumps(row, ensure_ascii=False))
+            click.echo(json_line(row))
     elif view is View.PAIRS:
         _render_pairs(result)
     elif view is View.CLUSTERS:

@@ -83,7 +83,7 @@ def _bar(corpus: str, quiet: bool):
 def query_cmd(text, index, k, threshold, queries_file, as_json, filters, nprobe, ef_search, model) -> None:
     """Find the documents nearest to TEXT (or to each line of --queries)."""
     from ..api import read_queries, search
-    from .render import printable, render_hits
+    from .render import json_line, printable, render_hits
 
     if (text is None) == (queries_file is None):
         raise click.UsageError("give a query TEXT or --queries FILE (one of them)")
@@ -95,7 +95,7 @@ def query_cmd(text, index, k, threshold, queries_file, as_json, filters, nprobe,
     for number, (query, hits) in enumerate(zip(queries, results)):
         if as_json:
             for hit in hits:
-                click.echo(json.dumps({"query": query, **hit.to_dict()}, ensure_ascii=False))
+                click.echo(json_line({"query": query, **hit.to_dict()}))
             continue
         if len(queries) > 1:
             click.echo(("\n" if number else "") + f"query: {printable(query)}")

@@ -2,8 +2,9 @@
 
 Texts, ids and metadata come from users' files. Printed raw, an escape sequence in one could recolour,
 retitle or clear the user's terminal, a bidi override could make a line read differently from its bytes,
-and a carriage return could hide what precedes it. :func:`printable` shows every such character escaped;
-JSON output (``--json``) needs none of this, as JSON escapes control characters itself.
+and a carriage return could hide what precedes it. :func:`printable` shows every such character escaped.
+JSON escapes C0 controls itself; :func:`json_line` escapes the rest (C1, separators, bidi) as ``\\uXXXX``,
+which leaves the JSON equal and keeps a JSON line on one line for readers that split on U+2028 too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import click
 # C0 controls, DEL, C1 controls, line/paragraph separators, bidi embeddings/overrides (U+202A-202E) and
 # isolates (U+2066-2069).
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_BEYOND_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")  # what json.dumps leaves raw
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _LINE_BREAKS = re.compile("\r\n|[\n\r\t]")
 
@@ -32,6 +34,11 @@ def printable(text: str) -> str:
     """``text`` with control characters, line separators and bidi controls shown as escapes (``\\x1b``,
     ``\\u202e``, ``\\n``); everything else, backslashes included, as it is."""
     return _UNSAFE.sub(_escape, str(text))
+
+
+def json_line(value) -> str:
+    """``value`` as one line of JSON (UTF-8 kept) with every unsafe character escaped."""
+    return _BEYOND_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
 
 
 def one_line(text: str) -> str:
@@ -74,4 +81,4 @@ def render_hits(hits) -> None:
         click.echo(line)
 
 
-__all__ = ["printable", "one_line", "clip", "meta_value", "text_room", "render_hits"]
+__all__ = ["printable", "json_line", "one_line", "clip", "meta_value", "text_room", "render_hits"]
