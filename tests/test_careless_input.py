@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from semsearch.cli import main
 from semsearch.corpus import read_records
@@ -72,6 +75,21 @@ def test_legit_quoted_fields_still_read(tmp_path):
     assert [(r.id, r.text, r.line) for r in records] == [
         ("1", "two\nlines, fine", 2), ("2", 'say "hi"', 4), ("3", '12" pipe', 5), ("4", "abcdef", 6),
         ("5", "a\n\n\nfour-line field", 7), ("6", "last", 11)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.text(alphabet='ab ",\n\t\'', min_size=1, max_size=12).filter(str.strip), min_size=1,
+                      max_size=8),
+       delimiter=st.sampled_from([",", "\t"]))
+def test_whatever_csv_writer_writes_reads_back_unchanged(tmp_path_factory, texts, delimiter):
+    """No false alarm: quotes, delimiters and line breaks inside properly quoted fields read as written."""
+    path = tmp_path_factory.mktemp("w") / ("w.csv" if delimiter == "," else "w.tsv")
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, delimiter=delimiter, lineterminator="\n")
+        writer.writerow(["id", "text", "note"])
+        writer.writerows([[str(i), text, f'"{text}"'] for i, text in enumerate(texts)])
+    records = list(read_records(path))
+    assert [(r.id, r.text, r.meta["note"]) for r in records] == [(str(i), t, f'"{t}"') for i, t in enumerate(texts)]
 
 
 def test_a_quoted_field_longer_than_the_bound_is_taken_for_a_stray_quote(tmp_path, monkeypatch):
