@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InferenceOnly
+
 SUPPORTED = {"bert"}
 
 
@@ -70,7 +72,7 @@ class LeanBert:
 
     def train(self, mode: bool = True) -> "LeanBert":
         if mode:
-            raise RuntimeError("LeanBert is for inference; load the encoder with backend='transformers' to train")
+            raise InferenceOnly("LeanBert is for inference; load the encoder with backend='transformers' to train")
         return self
 
     def __call__(self, input_ids, attention_mask, token_type_ids=None):

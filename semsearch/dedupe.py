@@ -24,8 +24,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import IndexFormatError, InputError, SemsearchError
+from .corpus import Format, guess_format
+from .errors import IndexFormatError, InputError, SemsearchError, choice
 from .mining import DEFAULT_THRESHOLD, Keep, Pairs, check_threshold, exact_scores, mine_pairs, plan_keep, select_top_k
+from .similarity import normalise_rows
+
+OUT_FORMATS = (Format.JSONL, Format.CSV)  # what --out writes
 
 
 class Mode(str, Enum):
@@ -123,7 +127,7 @@ def dedupe(corpus: str | os.PathLike | None = None, index: str | os.PathLike | N
     ``progress`` shows bars on stderr.
     """
     threshold = check_threshold(threshold)
-    keep, mode = Keep(keep), Mode(mode)
+    keep, mode = choice(Keep, keep, "keep rule"), choice(Mode, mode, "mode")
     if corpus is not None and index is not None:
         raise SemsearchError("give a corpus file or an index, not both")
     if corpus is not None:
@@ -185,7 +189,7 @@ def dedupe_vectors(vectors: np.ndarray, documents: Sequence[Document], *, thresh
                    chunk_size: int | None = None, device: str | None = None, sample: int = 1000,
                    progress: bool = False, source: str = "") -> DedupeResult:
     """Mine ``vectors`` (row ``i`` belongs to ``documents[i]``) and turn the pairs into clusters and a plan."""
-    keep, mode = Keep(keep), Mode(mode)
+    keep, mode = choice(Keep, keep, "keep rule"), choice(Mode, mode, "mode")
     if len(vectors) != len(documents):
         raise SemsearchError(f"{len(vectors)} vectors for {len(documents)} documents")
     import torch  # noqa: F401  (imported before the clock starts: its import is not mining time)
@@ -255,8 +259,7 @@ def mine_approximate(embeddings: np.ndarray, threshold: float = DEFAULT_THRESHOL
     if sample < 1:
         raise SemsearchError(f"the recall sample must hold at least 1 document, got {sample}")
     d = matrix.shape[1]
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    unit = np.ascontiguousarray(np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0))
+    unit = np.ascontiguousarray(normalise_rows(matrix))
     nlist = nlist or min(int(2 * math.sqrt(n)), n // 40)  # k-means wants >= 39 points per list
     nprobe = min(max(nlist, 1), nprobe or 8)
     if nlist < 2:  # too few documents to partition: one flat list, searched exhaustively
@@ -314,8 +317,7 @@ def _recall(matrix: np.ndarray, left: np.ndarray, right: np.ndarray, threshold: 
 def mine_rows(matrix: np.ndarray, rows: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Exact: ``(row, partner)`` for every partner of each of ``rows`` with cosine >= threshold (no self)."""
     matrix = np.asarray(matrix, dtype=np.float32)
-    norms = np.linalg.norm(matrix, axis=1)
-    unit = np.divide(matrix, norms[:, None], out=np.zeros_like(matrix), where=norms[:, None] > 0)
+    unit = normalise_rows(matrix)
     lefts, rights = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for start in range(0, len(rows), 256):
         part = np.asarray(rows[start:start + 256], dtype=np.int64)
@@ -342,7 +344,7 @@ def result_rows(result: DedupeResult, view: View | str = View.PAIRS) -> list[dic
     representative, score, link_id, link_score, text``; plan: one row per document, ``id, action,
     duplicate_of, score``. Corpus input adds the line numbers (``line_a``/``line_b``, ``line``).
     """
-    view = View(view)
+    view = choice(View, view, "view")
     lines = bool(result.documents) and result.documents[0].line is not None
     rows: list[dict] = []
     if view is View.PAIRS:
@@ -375,21 +377,27 @@ def result_rows(result: DedupeResult, view: View | str = View.PAIRS) -> list[dic
     return rows
 
 
+def out_format(path: str | os.PathLike) -> Format:
+    """The format an output file's suffix names: JSON lines or CSV (anything else is an :class:`InputError`)."""
+    fmt = guess_format(path, default=None)
+    if fmt not in OUT_FORMATS:
+        raise InputError(path, "use a .jsonl or .csv file (JSON lines or CSV)")
+    return fmt
+
+
 def write_rows(path: str | os.PathLike, rows: list[dict], fields: Sequence[str] | None = None) -> str:
     """Write records as JSON lines (``.jsonl``, ``.ndjson``, ``.json``) or CSV (``.csv``), atomically.
 
     Returns the format written. CSV needs ``fields`` (the header) when ``rows`` is empty.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".ndjson", ".json", ".csv"):
-        raise SemsearchError(f"{path}: cannot tell the format from {suffix or 'no suffix'!r}; use .jsonl or .csv")
+    fmt = out_format(path)
     if not path.parent.is_dir():
         raise InputError(path, "its folder does not exist")
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            if suffix == ".csv":
+            if fmt is Format.CSV:
                 header = list(fields or (rows[0].keys() if rows else []))
                 writer = csv.DictWriter(fh, fieldnames=header)
                 writer.writeheader()
@@ -401,12 +409,12 @@ def write_rows(path: str | os.PathLike, rows: list[dict], fields: Sequence[str] 
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise InputError(path, f"cannot be written ({exc.strerror})") from None
-    return "csv" if suffix == ".csv" else "jsonl"
+    return fmt.value
 
 
 def view_fields(view: View | str, lines: bool) -> list[str]:
     """The column names of a view (for a CSV header when there are no rows)."""
-    view = View(view)
+    view = choice(View, view, "view")
     if view is View.PAIRS:
         return ["score", "id_a", "id_b", "text_a", "text_b"] + (["line_a", "line_b"] if lines else [])
     if view is View.CLUSTERS:
@@ -417,4 +425,4 @@ def view_fields(view: View | str, lines: bool) -> list[str]:
 
 __all__ = ["Mode", "View", "Document", "DuplicatePair", "Cluster", "ClusterMember", "Dropped", "Recall",
            "DedupeResult", "dedupe", "dedupe_vectors", "index_vectors", "corpus_vectors", "mine_approximate",
-           "mine_rows", "result_rows", "write_rows", "view_fields"]
+           "mine_rows", "result_rows", "write_rows", "out_format", "OUT_FORMATS", "view_fields"]

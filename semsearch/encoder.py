@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import ModelError, UnsupportedModel, choice
 from .pooling import Pooling, pool, pooling_from_st_config
 
 if TYPE_CHECKING:
@@ -106,7 +106,12 @@ def resolve_model(name_or_path: str | os.PathLike | None = None, revision: str |
 
 
 def _read_json(path: Path) -> dict | list | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from None
 
 
 def model_fingerprint(folder: Path) -> str:
@@ -144,21 +149,29 @@ class _FolderConfig:
     transformer_dir: Path = field(default_factory=Path)
 
 
-def read_st_config(folder: Path) -> _FolderConfig:
-    """Pooling, normalisation, max length and lower-casing as a sentence-transformers folder declares them."""
+def read_st_config(folder: Path, *, pooling: Pooling | str | None = None) -> _FolderConfig:
+    """Pooling, normalisation, max length and lower-casing as a sentence-transformers folder declares them.
+
+    With ``pooling`` given, the folder's pooling is not read (so an override also loads a model whose own
+    pooling semsearch does not implement).
+    """
     config = _FolderConfig(transformer_dir=folder)
     modules = _read_json(folder / "modules.json")
+    if modules and (not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules)):
+        raise UnsupportedModel(f"{folder / 'modules.json'}: expected a JSON list of modules")
     if modules:
         for module in modules:
-            kind = module.get("type", "")
+            kind = str(module.get("type", ""))
             sub = folder / module.get("path", "")
             if kind.endswith("Transformer"):
                 config.transformer_dir = sub
-            elif kind.endswith("Pooling"):
-                config.pooling = pooling_from_st_config(_read_json(sub / "config.json") or {})
+            elif kind.endswith("Pooling") and pooling is None:
+                config.pooling = pooling_from_st_config(_read_json(sub / "config.json") or {}, str(sub / "config.json"))
             elif kind.endswith("Normalize"):
                 config.normalize = True
     st = _read_json(config.transformer_dir / "sentence_bert_config.json") or _read_json(folder / "sentence_bert_config.json")
+    if st and not isinstance(st, dict):
+        raise UnsupportedModel(f"{folder}: sentence_bert_config.json is not a JSON object")
     if st:
         config.max_length = st.get("max_seq_length")
         config.lower_case = bool(st.get("do_lower_case", False))
@@ -235,7 +248,8 @@ class Encoder:
             raise ModelError(f"unknown backend {backend!r}: use transformers, lean or auto")
         name = str(name_or_path or DEFAULT_MODEL)
         folder = resolve_model(name, revision)
-        config = read_st_config(folder)
+        pooling = choice(Pooling, pooling, "pooling") if pooling is not None else None
+        config = read_st_config(folder, pooling=pooling)
         if backend != "transformers" and bert.supports(config.transformer_dir):
             model, tokenizer = bert.LeanBert(config.transformer_dir), bert.LeanTokenizer(config.transformer_dir)
             model_config = model.config
@@ -247,7 +261,7 @@ class Encoder:
         spec = EncoderSpec(
             model=name if not Path(name).expanduser().is_dir() else str(Path(name).expanduser().resolve()),
             fingerprint=model_fingerprint(config.transformer_dir),
-            pooling=Pooling(pooling) if pooling is not None else config.pooling,
+            pooling=pooling if pooling is not None else config.pooling,
             normalize=normalize,
             dimension=int(model_config["hidden_size"]),
             max_length=int(max_length or config.max_length or limit),
@@ -273,7 +287,7 @@ class Encoder:
         """A view of the same weights with other pooling, truncation or normalisation."""
         spec = replace(
             self.spec,
-            pooling=Pooling(pooling) if pooling is not None else self.spec.pooling,
+            pooling=choice(Pooling, pooling, "pooling") if pooling is not None else self.spec.pooling,
             max_length=max_length or self.spec.max_length,
             normalize=self.spec.normalize if normalize is None else normalize,
         )

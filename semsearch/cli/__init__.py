@@ -5,7 +5,7 @@ Each command parses its options, calls one library function and renders the resu
 
 The commands live in one module per group: :mod:`.index` (index, query, delete, info, check,
 demo-corpus), :mod:`.evaluate` (the ``eval`` group), :mod:`.train` and :mod:`.dedupe`; the options they
-share are in :mod:`._options`. Importing this package registers them all on :func:`main`.
+share are in :mod:`._options`, and the text rendering of stored documents in :mod:`.render`. Importing this package registers them all on :func:`main`.
 """
 
 from __future__ import annotations

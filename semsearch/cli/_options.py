@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 POOLING_CHOICE = click.Choice(["mean", "max", "cls"])
+
+
+class Finite(click.FloatRange):
+    """A FloatRange that also refuses nan and ±inf (FloatRange lets nan through every bound)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return number
+
+
+COSINE = Finite(-1, 1)  # a cosine threshold
 
 
 def index_option(f):

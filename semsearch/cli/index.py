@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
 from . import main
-from ._options import POOLING_CHOICE, index_option, model_option, precision_option
+from ._options import COSINE, POOLING_CHOICE, index_option, model_option, precision_option
 
 
 @main.command("index")
@@ -75,7 +74,7 @@ def _bar(corpus: str, quiet: bool):
 @click.argument("text", required=False)
 @index_option
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1), help="Results per query.")
-@click.option("--threshold", "-t", type=click.FloatRange(-1, 1), default=None, help="Only hits with cosine >= this.")
+@click.option("--threshold", "-t", type=COSINE, default=None, help="Only hits with cosine >= this.")
 @click.option("--queries", "queries_file", type=click.Path(dir_okay=False, allow_dash=True), default=None,
               help="File with one query per line, embedded in one batch.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: one object per hit.")
@@ -89,38 +88,23 @@ def _bar(corpus: str, quiet: bool):
 def query_cmd(text, index, k, threshold, queries_file, as_json, filters, nprobe, ef_search, model) -> None:
     """Find the documents nearest to TEXT (or to each line of --queries)."""
     from ..api import read_queries, search
+    from .render import json_line, printable, render_hits
 
     if (text is None) == (queries_file is None):
         raise click.UsageError("give a query TEXT or --queries FILE (one of them)")
+    if text is not None and not text.strip():
+        raise click.UsageError("the query TEXT is empty")
     queries = [text] if text is not None else read_queries(queries_file)
     results = search(queries, index, k=k, threshold=threshold, filters=list(filters), model=model, nprobe=nprobe,
                      ef_search=ef_search)
     for number, (query, hits) in enumerate(zip(queries, results)):
         if as_json:
             for hit in hits:
-                click.echo(json.dumps({"query": query, **hit.to_dict()}, ensure_ascii=False))
+                click.echo(json_line({"query": query, **hit.to_dict()}))
             continue
         if len(queries) > 1:
-            click.echo(("\n" if number else "") + f"query: {query}")
-        _render_hits(hits)
-
-
-def _render_hits(hits) -> None:
-    if not hits:
-        click.echo("(no results)")
-        return
-    width = max(len(h.id) for h in hits)
-    columns = max(60, (os.get_terminal_size().columns if sys.stdout.isatty() else 120))
-    click.echo(f"{'rank':>4}  {'score':>6}  {'id':<{width}}  text")
-    for hit in hits:
-        text = hit.text.replace("\n", " ")
-        room = max(20, columns - width - 18)
-        if len(text) > room:
-            text = text[: room - 1] + "…"
-        line = f"{hit.rank:>4}  {hit.score:6.4f}  {hit.id:<{width}}  {text}"
-        if hit.meta:
-            line += "  " + " ".join(f"{key}={value}" for key, value in hit.meta.items())
-        click.echo(line)
+            click.echo(("\n" if number else "") + f"query: {printable(query)}")
+        render_hits(hits)
 
 
 @main.command("delete")
