@@ -26,6 +26,7 @@ import numpy as np
 
 from .corpus import Format, guess_format
 from .errors import IndexFormatError, InputError, SemsearchError, choice
+from .vectors import IndexTypeError
 from .mining import DEFAULT_THRESHOLD, Keep, Pairs, check_threshold, exact_scores, mine_pairs, plan_keep, select_top_k
 from .similarity import normalise_rows
 
@@ -150,7 +151,7 @@ def index_vectors(index: str | os.PathLike | None = None) -> tuple[list[Document
     with Index.open(index) as opened:
         try:
             rowids, vectors = opened.stored_vectors()
-        except (RuntimeError, AttributeError) as exc:  # a FAISS index type that keeps no raw vectors
+        except (RuntimeError, AttributeError, IndexTypeError) as exc:  # a FAISS index type that keeps no raw vectors
             raise IndexFormatError(
                 f"{opened.path}: its FAISS index ({opened.manifest.faiss.get('factory')}) cannot return the stored "
                 f"vectors ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); dedupe the corpus "

@@ -617,7 +617,7 @@ class VectorStore:
         elif self._ivf is not None:
             ids, data = self._ivf_vectors()
         else:
-            raise RuntimeError(f"cannot list the vectors of a {self.factory} index")
+            raise IndexTypeError(f"cannot list the vectors of a {self.factory} index")
         live = np.flatnonzero(ids >= 0)
         order = live[np.argsort(ids[live], kind="stable")]
         return ids[order], np.array(data[order], dtype=np.float32)

@@ -271,8 +271,6 @@ def test_lean_bert_refuses_to_train_with_a_typed_error(tiny_model_dir):
     assert isinstance(info.value, ModelError) and isinstance(info.value, RuntimeError)
 
 
-# Storage modules belong to the storage rewrite (issue 12's index package); everything else is checked here.
-STORAGE = {"index.py", "store.py", "maintenance.py", "vectors.py", "api.py"}
 
 
 def test_no_bare_builtin_error_is_raised_by_the_library():
@@ -285,7 +283,6 @@ def test_no_bare_builtin_error_is_raised_by_the_library():
     bare = re.compile(r"raise (ValueError|RuntimeError|KeyError|TypeError|AssertionError|IndexError|OSError)\b")
     found = [f"{path.relative_to(root)}:{number}: {line.strip()}"
              for path in sorted(root.rglob("*.py"))
-             if path.relative_to(root).parts[0] not in STORAGE and path.relative_to(root).parts[0] != "index"
              for number, line in enumerate(path.read_text().splitlines(), start=1) if bare.search(line)]
     assert found == []
 

@@ -135,7 +135,8 @@ class Manifest:
                 lexical, legacy = False, True
             for name in [sqlite, *(s.file for s in segments)]:
                 if not isinstance(name, str) or "/" in name or name.startswith("."):
-                    raise ValueError(f"bad file name {name!r}")
+                    raise IndexDamaged(f"{where}: damaged manifest (bad file name {name!r}); "
+                                       "run: semsearch check --repair")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
             raise IndexDamaged(f"{where}: damaged manifest ({detail}); run: semsearch check --repair") from None

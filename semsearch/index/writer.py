@@ -549,7 +549,7 @@ def _compact(path: Path, *, full: bool, encoder: "Encoder | None") -> CompactRep
             loaded = load_segment(path, old, segment, mmap=False, verify=True)
             try:
                 ids, vectors = loaded.vectors()
-            except RuntimeError:
+            except (RuntimeError, IndexTypeError):
                 ids, vectors, lossy = loaded.stored_ids(), None, True
             keep = np.isin(ids, live)
             purge.extend(ids[~keep].tolist())
