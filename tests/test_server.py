@@ -581,6 +581,12 @@ def start_server(index, *args, env=None) -> tuple[subprocess.Popen, str]:
     raise AssertionError(f"the server did not start: {process.stderr.read()}")
 
 
+def stop_server(process: subprocess.Popen) -> None:
+    process.kill()
+    process.wait(30)
+    process.stderr.close()
+
+
 @pytest.mark.slow
 def test_sigkill_of_the_server_during_a_write_leaves_the_index_whole(tmp_path, tiny_model_dir):
     """Must show 4: kill -9 of `semsearch serve` in the middle of a POST /documents; the index passes
@@ -600,9 +606,14 @@ def test_sigkill_of_the_server_during_a_write_leaves_the_index_whole(tmp_path, t
                       for i in range(20000)).encode()
         process, url = start_server(index, env=env)
         try:
-            sender = threading.Thread(target=lambda: httpx.post(
-                f"{url}/documents", content=new, headers={"content-type": "application/x-ndjson"}, timeout=120),
-                daemon=True)
+            def send(body=new, url=url):
+                try:
+                    httpx.post(f"{url}/documents", content=body, headers={"content-type": "application/x-ndjson"},
+                               timeout=120)
+                except httpx.HTTPError:  # the server is killed under it
+                    pass
+
+            sender = threading.Thread(target=send, daemon=True)
             sender.start()
             wait_until(lambda: httpx.get(f"{url}/health").json()["writing"], timeout=60, what="the write")
             time.sleep(delay)
@@ -610,7 +621,7 @@ def test_sigkill_of_the_server_during_a_write_leaves_the_index_whole(tmp_path, t
             process.send_signal(signal.SIGKILL)
             process.wait(30)
         finally:
-            process.kill()
+            stop_server(process)
         done = subprocess.run([sys.executable, "-m", "semsearch", "check", "--index", str(index)], env=env,
                               capture_output=True, text=True)
         assert done.returncode == 0 and ": ok (" in done.stdout, done.stderr
