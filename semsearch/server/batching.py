@@ -1,10 +1,11 @@
 """Concurrent queries encoded in one forward pass.
 
-Each search request becomes a :class:`SearchJob` on a queue. One worker thread takes the first waiting job,
-then keeps collecting for at most ``max_wait`` seconds (a few milliseconds) or until ``max_batch`` query texts
-are in hand, embeds all their texts with one encoder call (through the index's query cache) and searches
-them, one FAISS call per group of jobs that asked for the same ``k``, threshold, filters and knobs. Under load
-the encoder runs once per batch instead of once per request; a lone request waits ``max_wait`` at most.
+Each search request becomes a :class:`SearchJob` on a queue. One worker thread takes the first waiting job and
+every job queued behind it, up to ``max_batch`` query texts; when requests have been arriving together (the
+previous batch held several, or more are queued) it also waits up to ``max_wait`` seconds (a few
+milliseconds) for more. It embeds all their texts with one encoder call (through the index's query cache) and
+searches them, one FAISS call per group of jobs that asked for the same ``k``, threshold, filters and knobs.
+Under load the encoder runs once per batch instead of once per request; a lone client never waits.
 
 Results are those of :meth:`Index.search` on each request alone: the vectors of a text do not depend on the
 other texts in its batch (the encoder pads per batch and masks the padding), and FAISS answers each query
@@ -56,6 +57,7 @@ class QueryBatcher:
         self.max_batch = max_batch
         self._queue: queue.Queue[SearchJob | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._last_jobs = 0  # jobs in the previous batch
         self.batches = 0  # encoder calls made (for /info and tests)
         self.queries = 0
 
@@ -99,7 +101,9 @@ class QueryBatcher:
 
     def _collect(self, first: SearchJob) -> tuple[list[SearchJob], bool]:
         batch, size = [first], len(first.texts)
-        deadline = time.monotonic() + self.max_wait
+        # Wait for company only when requests have been arriving together: a lone client pays nothing.
+        wait = self.max_wait if (self._last_jobs > 1 or not self._queue.empty()) else 0.0
+        deadline = time.monotonic() + wait
         while size < self.max_batch:
             timeout = deadline - time.monotonic()
             try:
@@ -110,6 +114,7 @@ class QueryBatcher:
                 return batch, True
             batch.append(job)
             size += len(job.texts)
+        self._last_jobs = len(batch)
         return batch, False
 
     def _answer(self, batch: list[SearchJob]) -> None:
