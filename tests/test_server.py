@@ -95,6 +95,7 @@ def test_health_and_info(client, docs_index):
     assert info["index"]["manifest"]["counts"]["documents"] == 30
     assert info["server"]["modes"] == ["dense"] and info["server"]["token_for_writes"] is False
     assert client.get("/openapi.json").json()["paths"]["/search"]["post"]
+    assert client.get("/docs").status_code == 404  # its page would load scripts from a CDN
 
 
 def test_the_page_is_self_contained_and_escapes_stored_text(client):

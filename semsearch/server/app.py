@@ -107,7 +107,8 @@ def create_app(index_path: str | os.PathLike, token: str | None = None, token_re
             state.jobs.close()
             state.snapshots.close()
 
-    app = FastAPI(title="semsearch", version=__version__, lifespan=lifespan,
+    # FastAPI's /docs and /redoc pages load their scripts from a CDN: off; /openapi.json stays.
+    app = FastAPI(title="semsearch", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"Semantic search over the index {path.name}")
     app.state.semsearch = state
     install_handlers(app)
