@@ -604,6 +604,12 @@ def test_serve_usage_errors(tmp_path):
         taken.close()
     assert result.exit_code == 1 and "cannot listen on 127.0.0.1" in result.output and "--port" in result.output
     assert "Traceback" not in result.output
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "manifest.json").write_text("{not json")
+    result = CliRunner().invoke(main, ["serve", "--index", str(damaged), "--port", "0"])
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and "manifest" in result.output
+    assert "Traceback" not in result.output
 
 
 def start_server(index, *args, env=None) -> tuple[subprocess.Popen, str]:

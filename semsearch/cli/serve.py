@@ -73,6 +73,15 @@ def serve_cmd(index, host, port, token, token_reads, cors, max_body_mb, max_quer
                      allowed_hosts=LOOPBACK_HOSTS if loopback else None,
                      max_body_bytes=int(max_body_mb * (1 << 20)), max_query_chars=max_query_chars,
                      query_cache=query_cache, batch_wait=batch_wait_ms / 1000, max_batch=max_batch, preload=True)
+    state = app.state.semsearch
+    try:
+        state.start()  # open the index and load its model now: a problem is one line, before listening
+    except BaseException:
+        sock.close()
+        raise
+    if not state.snapshots.available:
+        click.echo(f"note: {state.path} holds no index yet: searches get 404 until POST /documents creates it",
+                   err=True)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     click.echo(f"serving {index_path(index)} at http://{shown}:{bound_port}/ "

@@ -56,6 +56,27 @@ class ServerState:
     writes: Writes
     jobs: Jobs
     preload: bool
+    started: bool = False
+
+    def start(self) -> None:
+        """Open the index, load the model (``preload``) and start the worker threads; once.
+
+        The application's start-up calls it; ``semsearch serve`` calls it before listening, so that a damaged
+        index or a missing model is a one-line error rather than a failed start-up in the server's log.
+        """
+        if self.started:
+            return
+        self.snapshots.start()
+        if self.preload and self.snapshots.available:
+            self.snapshots.encoder()
+        self.batcher.start()
+        self.started = True
+
+    def stop(self) -> None:
+        self.batcher.stop()
+        self.jobs.close()
+        self.snapshots.close()
+        self.started = False
 
 
 def create_app(index_path: str | os.PathLike, token: str | None = None, token_reads: bool = False, *,
@@ -96,16 +117,11 @@ def create_app(index_path: str | os.PathLike, token: str | None = None, token_re
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state.snapshots.start()
-        if state.preload and state.snapshots.available:
-            state.snapshots.encoder()
-        state.batcher.start()
+        state.start()
         try:
             yield
         finally:
-            state.batcher.stop()
-            state.jobs.close()
-            state.snapshots.close()
+            state.stop()
 
     # FastAPI's /docs and /redoc pages load their scripts from a CDN: off; /openapi.json stays.
     app = FastAPI(title="semsearch", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
