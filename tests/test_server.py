@@ -185,6 +185,10 @@ def test_query_and_request_size_limits_are_413(docs_index, fake_encoder):
         assert error_of(c.post("/search", json={"query": "x" * 51}), 413, "query")["code"] == "query_too_long"
         error_of(c.post("/search", json={"queries": ["a", "x" * 51]}), 413, "queries[1]")
         assert error_of(c.post("/search", json={"queries": ["a"] * 4}), 413, "queries")["code"] == "too_many_queries"
+    with serve(docs_index, fake_encoder, max_queries=200) as c:
+        assert c.post("/search", json={"queries": ["a"] * 100, "k": 1000}).status_code == 200
+        assert error_of(c.post("/search", json={"queries": ["a"] * 101, "k": 1000}), 413, "k")["code"] == \
+            "too_many_results"
 
 
 # ------------------------------------------------------------------------------------------ batching

@@ -93,8 +93,9 @@ def create_app(index_path: str | os.PathLike, token: str | None = None, token_re
       when it listens on a loopback address).
     - ``max_body_bytes``, ``max_query_chars``, ``max_queries``: larger requests get 413.
     - ``encoder``: the query encoder (default: the index's own model); ``write_encoder`` embeds new
-      documents (default: ``encoder`` when given, else a second copy of the index's model, loaded on the
-      first write, so that writes and queries never share a tokenizer).
+      documents. Default: ``encoder`` when one is given (it must then be safe to call from two threads),
+      else a second copy of the index's model, loaded by the first write: a tokenizer must not serve two
+      threads at once.
     - ``query_cache``: query embeddings each open generation keeps (0: none).
     - ``batch_wait`` (seconds) and ``max_batch`` (texts): the query batcher's bounds.
     - ``write_wait``: seconds a write waits for another writer before 409.

@@ -18,7 +18,7 @@ from ..vectors import IndexTypeError
 from .auth import require_json, require_read, require_write
 from .batching import SearchJob
 from .errors import ApiError, api_error
-from .schemas import MAX_K, MODES, DedupeIn, DeleteIn, DocumentsIn, IdsIn, SearchIn
+from .schemas import MAX_HITS, MAX_K, MODES, DedupeIn, DeleteIn, DocumentsIn, IdsIn, SearchIn
 from .snapshots import fetch_documents, generation_of
 from .writes import records_from_ndjson, records_from_objects
 
@@ -97,6 +97,9 @@ async def search(body: SearchIn, request: Request) -> JSONResponse:
     if len(texts) > state.limits.max_queries:
         raise ApiError(413, "too_many_queries", f"{len(texts)} queries in one request; this server takes "
                                                 f"{state.limits.max_queries} at most", "queries")
+    if body.k * len(texts) > MAX_HITS:
+        raise ApiError(413, "too_many_results", f"k={body.k} for {len(texts)} queries asks for more than "
+                                                f"{MAX_HITS:,} hits; split the request", "k")
     for position, text in enumerate(texts):
         where = field if body.query is not None else f"queries[{position}]"
         if len(text) > state.limits.max_query_chars:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_K = 1000
+MAX_HITS = 100_000  # k times the number of queries, per request
 MODES = ("dense",)  # hybrid (BM25 + dense) is not built yet: refused, not ignored
 
 
