@@ -110,5 +110,4 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise SemsearchError(f"cannot listen on {host}:{port}: {exc.strerror}"
                              + ("; pick another with --port" if exc.errno == errno.EADDRINUSE else "")) from None
-    sock.set_inheritable(True)
     return sock
