@@ -1,4 +1,5 @@
-"""The bearer token: required for writes when the server has one, and for reads too with ``token_reads``.
+"""Who may call what: the bearer token (required for writes when the server has one, and for reads too with
+``token_reads``) and the JSON content type that keeps other sites' pages from posting to the server.
 
 The token is compared in constant time (``hmac.compare_digest`` over SHA-256 digests, so neither the
 content nor the length of the token leaks through timing).
