@@ -140,6 +140,16 @@ def _make(values: dict, name: str, line: int, text_field: str, id_field: str | N
         return error
 
 
+def record_from_fields(values: dict, name: str, line: int, *, text_field: str = "text",
+                       id_field: str | None = "id") -> Record:
+    """One record from an already parsed object (a JSON object sent to the server, say), by the same rules
+    as a corpus line: the text field must be a non-empty string, the id a string or an integer (missing or
+    empty: the first 16 hex digits of the text's SHA-256), every other field is metadata. ``values`` is not
+    changed. Raises :class:`InputError` naming ``name`` and ``line``.
+    """
+    return _record(dict(values), name, line, text_field, id_field)
+
+
 def _record(values: dict, name: str, line: int, text_field: str, id_field: str | None) -> Record:
     if text_field not in values:
         fields = ", ".join(sorted(values)) or "none"
@@ -308,4 +318,4 @@ def iter_batches(records: Iterator[Record], size: int) -> Iterator[list[Record]]
         yield batch
 
 
-__all__ = ["Format", "Record", "read_records", "guess_format", "content_hash", "iter_batches", "STDIN"]
+__all__ = ["Format", "Record", "read_records", "record_from_fields", "guess_format", "content_hash", "iter_batches", "STDIN"]
