@@ -19,9 +19,6 @@ from ..errors import IndexFormatError, IndexNotFoundError, InputError, ModelErro
 
 log = logging.getLogger("semsearch.server")
 
-_WRITER_BUSY_TEXT = "another process is writing this index"
-
-
 class ApiError(Exception):
     """An error the client can act on, with its HTTP status, a stable code and, for bad input, the field."""
 
@@ -45,14 +42,8 @@ def error_response(error: ApiError) -> JSONResponse:
 
 
 def is_writer_busy(exc: BaseException) -> bool:
-    """Whether ``exc`` says another writer holds the index's lock.
-
-    ``WriterBusy`` comes with the storage rewrite; until it exists the lock's message is the only sign.
-    """
-    busy = getattr(library_errors, "WriterBusy", None)
-    if busy is not None and isinstance(exc, busy):
-        return True
-    return isinstance(exc, SemsearchError) and _WRITER_BUSY_TEXT in str(exc)
+    """Whether ``exc`` says another writer holds the index's lock."""
+    return isinstance(exc, library_errors.WriterBusy)
 
 
 def api_error(exc: SemsearchError, field: str | None = None) -> ApiError:

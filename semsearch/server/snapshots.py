@@ -11,7 +11,6 @@ committed, without a restart.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,31 +24,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("semsearch.server")
 
-MANIFEST = "manifest.json"
 
 
 def generation_stamp(path: Path) -> Any:
-    """Something that changes whenever the index at ``path`` commits a generation; None when there is none.
+    """The committed generation of the index at ``path`` (reads manifest.json only); None when there is none."""
+    from ..index import current_generation
 
-    Uses ``semsearch.index.current_generation`` where it exists (the storage rewrite adds it); until then
-    the identity of ``manifest.json`` (inode, mtime, size): writers replace it atomically, once per commit.
-    """
-    from .. import index as index_module
-
-    current_generation = getattr(index_module, "current_generation", None)
-    if current_generation is not None:
-        return current_generation(path)
-    try:
-        st = os.stat(path / MANIFEST)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+    return current_generation(path)
 
 
 def generation_of(index: "Index") -> int:
-    """The generation an open index shows (``Index.generation`` after the storage rewrite)."""
-    value = getattr(index, "generation", None)
-    return int(value) if value is not None else int(index.manifest["generation"])
+    """The generation an open index shows."""
+    return index.generation
 
 
 @dataclass
@@ -166,13 +152,5 @@ class Snapshots:
 
 
 def fetch_documents(index: "Index", ids: list[str]) -> dict[str, dict]:
-    """``{id: {"id", "text", "meta"}}`` for the stored ones among ``ids`` (``Index.get`` after the storage
-    rewrite; until then the document store's own lookups)."""
-    get = getattr(index, "get", None)
-    if get is not None:
-        found = get(ids)
-        return {doc_id: {"id": hit.id, "text": hit.text, "meta": hit.meta} for doc_id, hit in found.items()}
-    rowids = index.store.rowids_for_ids(ids)  # shim until Index.get exists
-    docs = index.store.fetch(list(rowids.values()))
-    return {doc_id: {"id": docs[r].id, "text": docs[r].text, "meta": docs[r].meta}
-            for doc_id, r in rowids.items() if r in docs}
+    """``{id: {"id", "text", "meta"}}`` for the stored ones among ``ids``."""
+    return {doc_id: {"id": hit.id, "text": hit.text, "meta": hit.meta} for doc_id, hit in index.get(ids).items()}
