@@ -4,7 +4,8 @@ Every row records the generation that added it (``added``) and the one that dele
 tombstone). A reader of generation G sees the rows with ``added <= G`` and no ``deleted <= G``, inside one read
 transaction (WAL), so it keeps a consistent snapshot while writers commit beside it. A writer works inside one
 write transaction; rows of a generation that never reached the manifest are removed by the next writer
-(:meth:`DocStore.roll_back_to`). ``docs_fts`` (FTS5, porter + unicode61) indexes the texts, kept in step by
+(:meth:`DocStore.roll_back_to`). ``passages`` holds a long document's passage offsets (see :mod:`.passages`;
+NULL: one passage, the whole text). ``docs_fts`` (FTS5, porter + unicode61) indexes the texts, kept in step by
 triggers; ``state`` holds ``next_rowid`` and ``purged`` (the newest generation whose tombstones compaction
 removed); ``manifests`` keeps a copy of every manifest committed, from which ``check --repair`` can rebuild a
 lost manifest.json.
@@ -19,12 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+import numpy as np
+
 from ..errors import IndexDamaged
+from . import passages as P
 
 SCHEMA = """
 create table if not exists docs (
     rowid integer primary key, id text not null, text text not null, meta text, hash text not null,
-    source text, line integer, added integer not null default 0, deleted integer);
+    source text, line integer, added integer not null default 0, deleted integer, passages text);
 create index if not exists docs_id on docs(id);
 create unique index if not exists docs_live_id on docs(id) where deleted is null;
 create index if not exists docs_hash on docs(hash);
@@ -48,6 +52,13 @@ class StoredDoc:
     id: str
     text: str
     meta: dict
+    passages: tuple[tuple[int, int], ...] | None = None  # character offsets of its passages; None: one, the text
+
+    def passage(self, number: int) -> tuple[int, int]:
+        """The offsets of passage ``number`` (the whole text for a document of one passage)."""
+        if self.passages is None:
+            return (0, len(self.text))
+        return self.passages[number]
 
 
 class DocStore:
@@ -58,6 +69,9 @@ class DocStore:
         self.conn = conn
         self.generation = generation
         self.legacy = legacy
+        self.has_passages = _has_column(conn, "passages")
+        # vectors per document: its passages (one when the column is NULL or absent)
+        self._count_sql = "coalesce(json_array_length(passages), 1)" if self.has_passages else "1"
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -94,6 +108,7 @@ class DocStore:
                 conn.executescript(SCHEMA)
             conn.execute("pragma synchronous = full")
             conn.execute("select count(*) from docs").fetchone()
+            add_passages_column(conn)
         return cls(path, conn, None)
 
     def close(self) -> None:
@@ -151,12 +166,85 @@ class DocStore:
     def fetch(self, rowids: Sequence[int]) -> dict[int, StoredDoc]:
         """The documents with these row ids, keyed by row id (visibility is the caller's: ids come from vectors)."""
         out: dict[int, StoredDoc] = {}
+        column = "passages" if self.has_passages else "null"
         for part in _chunks([int(r) for r in rowids]):
             marks = ",".join("?" * len(part))
-            for rowid, doc_id, text, meta in self.execute(
-                    f"select rowid, id, text, meta from docs where rowid in ({marks})", part):
-                out[rowid] = StoredDoc(rowid, doc_id, text, json.loads(meta) if meta else {})
+            for rowid, doc_id, text, meta, spans in self.execute(
+                    f"select rowid, id, text, meta, {column} from docs where rowid in ({marks})", part):
+                out[rowid] = StoredDoc(rowid, doc_id, text, json.loads(meta) if meta else {},
+                                       tuple(P.decode_offsets(spans, len(text))) if spans else None)
         return out
+
+    # ------------------------------------------------------------------ vectors (passages) of documents
+    def vector_count(self) -> int:
+        """Vectors the visible documents have (one per passage)."""
+        where, params = self._visible()
+        return int(self.execute(f"select coalesce(sum({self._count_sql}), 0) from docs where {where}",
+                                params).fetchone()[0])
+
+    def _vector_ids(self, where: str, params: Sequence) -> np.ndarray:
+        rows = self.execute(f"select rowid, {self._count_sql} from docs where {where} order by rowid",
+                            params).fetchall()
+        return P.expand([r[0] for r in rows], [r[1] for r in rows])
+
+    def live_vector_ids(self) -> np.ndarray:
+        """Every vector id of the visible documents, sorted."""
+        return self._vector_ids(*self._visible())
+
+    def dead_vector_ids(self) -> np.ndarray:
+        """Every vector id of the documents :meth:`dead_rowids` names, sorted."""
+        if self.legacy:
+            return np.zeros(0, np.int64)
+        if self.generation is None:
+            return self._vector_ids("deleted is not null", [])
+        return self._vector_ids("deleted <= ?", [self.generation])
+
+    def vector_ids_for(self, rowids: Sequence[int]) -> np.ndarray:
+        """Every vector id of the documents in these rows (visibility is the caller's)."""
+        parts = [self._vector_ids(f"rowid in ({','.join('?' * len(part))})", part)
+                 for part in _chunks([int(r) for r in rowids])]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+    def vector_ids_where(self, conditions) -> np.ndarray:
+        """Every vector id of the visible documents whose metadata meets every condition."""
+        from ..filters import FilterError, where_clause
+
+        sql, params = where_clause(conditions)
+        where, vis = self._visible()
+        try:
+            rows = self.conn.execute(f"select rowid, {self._count_sql} from docs where ({sql}) and {where} "
+                                     "order by rowid", [*params, *vis]).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise FilterError(f"filter failed: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(self.path, exc) from None
+        return P.expand([r[0] for r in rows], [r[1] for r in rows])
+
+    def iter_passages(self, vector_ids: Sequence[int] | None = None,
+                      batch: int = 1024) -> Iterator[tuple[np.ndarray, list[str]]]:
+        """``(vector ids, passage texts)`` of the visible documents (or of exactly ``vector_ids``), a batch of
+        documents at a time: what their vectors embed."""
+        wanted: dict[int, set[int]] | None = None
+        if vector_ids is not None:
+            ids = np.asarray(vector_ids, dtype=np.int64)
+            wanted = {}
+            for rowid, number in zip(P.rowids_of(ids).tolist(), P.passages_of(ids).tolist()):
+                wanted.setdefault(rowid, set()).add(number)
+            batches = (sorted(wanted)[start:start + batch] for start in range(0, len(wanted), batch))
+        else:
+            batches = (rowids for rowids, _ in self.iter_texts(batch=batch))
+        for rowids in batches:
+            docs = self.fetch(rowids)
+            out_ids, texts = [], []
+            for rowid in rowids:
+                doc = docs[rowid]
+                spans = doc.passages or ((0, len(doc.text)),)
+                for number, (start, end) in enumerate(spans):
+                    if wanted is not None and number not in wanted[rowid]:
+                        continue
+                    out_ids.append(P.vector_id(rowid, number))
+                    texts.append(doc.text if doc.passages is None else doc.text[start:end])
+            yield np.asarray(out_ids, dtype=np.int64), texts
 
     def dead_rowids(self) -> list[int]:
         """Row ids deleted in this snapshot whose rows (and vectors) compaction has not removed yet."""
@@ -224,10 +312,10 @@ class DocStore:
         return max(int(stored or 1), largest + 1)
 
     def insert(self, rows: Iterable[tuple]) -> None:
-        """Rows of ``(rowid, id, text, meta_json, hash, source, line, added)``."""
+        """Rows of ``(rowid, id, text, meta_json, hash, source, line, added, passages_json)``."""
         self.conn.executemany(
-            "insert into docs(rowid, id, text, meta, hash, source, line, added) values (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows)
+            "insert into docs(rowid, id, text, meta, hash, source, line, added, passages) "
+            "values (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def mark_deleted(self, rowids: Sequence[int], generation: int) -> None:
         for part in _chunks([int(r) for r in rowids]):
@@ -282,6 +370,24 @@ class DocStore:
                     pass
                 conn.close()
         return problems
+
+
+def _has_column(conn: sqlite3.Connection, name: str) -> bool:
+    try:
+        return any(row[1] == name for row in conn.execute("pragma table_info(docs)"))
+    except sqlite3.DatabaseError:
+        return False
+
+
+def add_passages_column(conn: sqlite3.Connection) -> bool:
+    """Give a database written before passages its ``passages`` column (NULL: one passage); True when added.
+
+    A reader of an older generation is not disturbed: a NULL column reads as the single passage it had.
+    """
+    if _has_column(conn, "passages"):
+        return False
+    conn.execute("alter table docs add column passages text")
+    return True
 
 
 class StaleSnapshot(Exception):

@@ -62,9 +62,9 @@ def check(name_or_path: str | os.PathLike | None = None) -> CheckReport:
             store = DocStore.open_reader(db_file, manifest.generation, legacy=manifest.legacy)
             try:
                 report.problems.extend(f"{db_file.name}: {p}" for p in store.integrity_problems())
-                live = np.asarray(store.live_rowids(), dtype=np.int64)
-                dead = np.asarray(store.dead_rowids(), dtype=np.int64)
-                report.documents = len(live)
+                live = store.live_vector_ids()  # every passage of every visible document
+                dead = store.dead_vector_ids()
+                report.documents = store.count()
             finally:
                 store.close()
         except IndexDamaged as exc:
@@ -98,16 +98,25 @@ def check(name_or_path: str | os.PathLike | None = None) -> CheckReport:
         ids = np.sort(np.concatenate(stored)) if stored else np.zeros(0, np.int64)
         if len(np.unique(ids)) != len(ids):
             report.problems.append(f"{len(ids) - len(np.unique(ids))} row ids have more than one vector")
-        # every visible document has a vector; every vector is a document's, visible or deleted (a tombstone);
-        # a tombstone whose vector compaction already dropped waits for its row to be purged
+        # every visible document has a vector per passage; every vector is a passage of a document, visible or
+        # deleted (a tombstone); a tombstone whose vectors compaction already dropped waits for its row to be purged
         known = np.union1d(live, dead) if dead is not None else live
-        missing = len(np.setdiff1d(live, ids))
+        absent = np.setdiff1d(live, ids)
         extra = len(np.setdiff1d(ids, known))
-        if missing or extra:
-            report.problems.append(f"{missing} documents have no vector and {extra} vectors have no document")
+        if len(absent) or extra:
+            from .passages import rowids_of
+
+            lacking = len(np.unique(rowids_of(absent)))
+            report.problems.append(f"{lacking} documents have no vector and {extra} vectors have no document"
+                                   if not manifest.has_passages else
+                                   f"{lacking} documents lack {len(absent)} passage vectors and {extra} vectors have "
+                                   "no document")
         report.vectors -= len(np.intersect1d(ids, dead)) if dead is not None else 0
     if live is not None and manifest.documents != report.documents:
         report.problems.append(f"manifest counts {manifest.documents} documents, the database holds {report.documents}")
+    elif live is not None and manifest.live_vectors != len(live):
+        report.problems.append(f"manifest counts {manifest.live_vectors} vectors, the documents have {len(live)} "
+                               "passages")
     return report
 
 

@@ -5,12 +5,12 @@ Format 3 (segments)::
     {"format": 3, "generation": 7,
      "encoder": {model, fingerprint, pooling, normalize, dimension, max_length, lower_case, precision},
      "faiss": {"type": "flat", "factory": "IDMap2,Flat", "metric": "inner_product", "search": {...}, "build": {...},
-               "dead": 12,                      # tombstones: deleted documents whose vectors are still in segments
+               "dead": 12,                      # tombstones: vectors of deleted documents still in segments
                "trained": {"file": "trained.1.faiss", "sha256": "..."} or null},
      "segments": [{"file": "seg.1.0.faiss", "sha256": "...", "vectors": 1000, "kind": "flat", "generation": 1}],
      "sqlite": {"file": "docs.db"},
      "lexical": true,                           # docs.db has the FTS5 table docs_fts
-     "counts": {"documents": 988},
+     "counts": {"documents": 988},             # and "vectors": 1204 when long documents are in passages
      "created": ..., "updated": ..., "versions": {...}}
 
 Formats 1 and 2 (one copy of the database and one FAISS file per generation) are read as one segment, and a
@@ -69,6 +69,16 @@ class Manifest:
     updated: str = field(default_factory=now)
     versions: dict = field(default_factory=dict)
     legacy: bool = False  # formats 1/2: the database is a per-generation copy without tombstone columns
+    vectors: int | None = None  # live vectors (one per passage); None: one per document
+
+    @property
+    def live_vectors(self) -> int:
+        return self.documents if self.vectors is None else self.vectors
+
+    @property
+    def has_passages(self) -> bool:
+        """Whether some document is several vectors (passages)."""
+        return self.live_vectors != self.documents
 
     # ------------------------------------------------------------------ properties
     @property
@@ -99,8 +109,14 @@ class Manifest:
         return {"format": FORMAT_VERSION, "generation": self.generation, "encoder": self.encoder.to_dict(),
                 "faiss": self.faiss, "segments": [asdict(s) for s in self.segments],
                 "sqlite": {"file": self.sqlite}, "lexical": self.lexical,
-                "counts": {"documents": self.documents}, "created": self.created, "updated": self.updated,
+                "counts": self._counts(), "created": self.created, "updated": self.updated,
                 "versions": self.versions}
+
+    def _counts(self) -> dict:
+        counts = {"documents": self.documents}
+        if self.has_passages:  # written only when it says something: an index without passages reads as before
+            counts["vectors"] = self.live_vectors
+        return counts
 
     @classmethod
     def from_dict(cls, data, where: Path | str) -> "Manifest":
@@ -120,6 +136,7 @@ class Manifest:
             faiss = dict(data["faiss"])
             generation = int(data["generation"])
             documents = int(data["counts"]["documents"])
+            vectors = int(data["counts"].get("vectors", documents))
             if version >= 3:
                 segments = [Segment(**s) for s in data["segments"]]
                 sqlite = str(data["sqlite"]["file"])
@@ -143,7 +160,7 @@ class Manifest:
         return cls(format=version, generation=generation, encoder=encoder, faiss=faiss, segments=segments,
                    sqlite=sqlite, documents=documents, lexical=lexical, created=str(data.get("created", now())),
                    updated=str(data.get("updated", now())), versions=dict(data.get("versions") or {}),
-                   legacy=legacy)
+                   legacy=legacy, vectors=vectors)
 
     @classmethod
     def load(cls, folder: Path) -> "Manifest":

@@ -13,6 +13,7 @@ merged top k is exactly that of one exhaustive search over the same vectors, tie
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -53,6 +54,21 @@ def load_segment(folder: Path, manifest: Manifest, segment: Segment, *, mmap: bo
         raise IndexDamaged(f"{path}: holds {store.dimension}-d vectors, the index's encoder gives "
                            f"{manifest.encoder.dimension}-d; run: semsearch check --repair")
     return store
+
+
+def save_segment(store: VectorStore, path: Path) -> None:
+    """Write a segment file; FAISS's write errors (a full disk) become the OSError they are, which the writer
+    turns into its one-line "cannot write" and rolls back."""
+    import errno
+
+    try:
+        store.save(path)
+    except RuntimeError as exc:
+        text = str(exc)
+        for code in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            if os.strerror(code) in text:
+                raise OSError(code, os.strerror(code), str(path)) from None
+        raise
 
 
 def new_segment_store(folder: Path, manifest: Manifest, count: int) -> tuple[VectorStore, str]:
@@ -130,7 +146,7 @@ class SegmentSet:
         want = min(k + 1, live)
         while True:
             scores, ids = store.search(queries, want, allowed=allowed, excluded=excluded, **knobs)
-            if want >= live or want <= k:
+            if want >= live or want <= k or ids.shape[1] < want:  # fewer columns: a filter allowed fewer
                 return scores, ids
             tied = (ids[:, -1] >= 0) & (scores[:, -1] == scores[:, k - 1])
             if not tied.any():

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
+from ..chunking import Chunking
 from ..corpus import Record, iter_batches
 from ..encoder import EncoderSpec, check_precision
 from ..errors import IndexDamaged, IndexFormatError, InputError, ModelError, SemsearchError
@@ -27,9 +28,11 @@ from ..vectors import IndexTypeError, VectorStore, choose_type, normalise_type, 
 from .docs import DocStore
 from .files import (DOCS_DB, MANIFEST, WriterLock, add_pending, clear_pending, folder_state, index_path,
                     is_own_name, os_error, refuse_missing, sha256)
+from . import passages as P
 from .manifest import Manifest, Segment, library_versions, now
 from .reader import check_same_encoder
-from .segments import TYPED_SEGMENT_MIN, load_segment, new_segment_store, segment_name, trained_name
+from .segments import (TYPED_SEGMENT_MIN, load_segment, new_segment_store, save_segment, segment_name,
+                       trained_name)
 
 if TYPE_CHECKING:
     from ..encoder import Encoder
@@ -48,6 +51,8 @@ class AddReport:
     unchanged: int = 0
     repeated: int = 0  # ids seen more than once in the input (the last one wins)
     truncated: int = 0  # texts longer than the model's max length: embedded from their beginning
+    chunked: int = 0  # texts longer than the window: embedded as several passages
+    passages: int = 0  # vectors embedded (one per passage; a text that fits is one)
     skipped: int = 0  # invalid records passed over (skip_invalid)
     skipped_examples: list[str] = field(default_factory=list)  # the first few of their messages
     seconds: float = 0.0
@@ -85,11 +90,14 @@ class IndexWriter:
     def __init__(self, name_or_path: str | os.PathLike | None = None, encoder: "Encoder | None" = None, *,
                  model: str | None = None, index_type: str = "auto", expected_count: int | None = None,
                  lock_timeout: float = 60.0, rebuild: bool = False, create: bool = True,
-                 precision: str | None = None, force: bool = False, auto_compact: bool = True) -> None:
+                 precision: str | None = None, force: bool = False, auto_compact: bool = True,
+                 chunking: Chunking | None = Chunking()) -> None:
         """``index_type`` (new index only, see :mod:`semsearch.vectors`): ``auto`` is exact flat unless
         ``expected_count`` says the corpus is large. ``precision`` (``fp32``, ``bf16``; new index: fp32 when
         not given) must match an existing index's. ``force`` creates an index in a folder that holds other
-        files (never touching them). ``auto_compact`` lets a commit merge segments when :func:`compaction_due`."""
+        files (never touching them). ``auto_compact`` lets a commit merge segments when :func:`compaction_due`.
+        ``chunking``: how texts longer than the model's max length become passages (see
+        :mod:`semsearch.chunking`; the default cuts windows of the max length); None truncates them."""
         self.path = index_path(name_or_path)
         self._rebuild = rebuild
         self._create = create
@@ -100,6 +108,8 @@ class IndexWriter:
         self._precision = check_precision(precision) if precision is not None else None
         self._index_type = normalise_type(index_type)
         self._expected_count = expected_count
+        self._chunking = chunking
+        self._chunker = False  # not made yet (None: no chunking)
         self._lock = WriterLock(self.path, lock_timeout)
         self._encoder: Encoder | None = None
         self.store: DocStore | None = None
@@ -275,6 +285,7 @@ class IndexWriter:
             return self.old
         store = self.store
         count = store.count()
+        live_expected = store.vector_count()
         fresh = self.old is None or self._replacing
         segments = [] if fresh else list(self.old.segments)
         faiss_meta = dict(self.old.faiss) if self.old else {}
@@ -285,9 +296,11 @@ class IndexWriter:
             add_pending(self.path, [s.file for s in self.old.segments]
                         + ([self.old.trained["file"]] if self.old.trained else []))
         manifest = self._manifest(segments, faiss_meta, count)
+        manifest.vectors = live_expected
         live_vectors = manifest.vector_total - manifest.dead
-        if live_vectors != count:
-            raise SemsearchError(f"{self.path}: {count} documents but {live_vectors} live vectors; nothing was committed")
+        if live_vectors != live_expected:
+            raise SemsearchError(f"{self.path}: {count} documents with {live_expected} passages but {live_vectors} "
+                                 "live vectors; nothing was committed")
         store.record_manifest(manifest.generation, manifest.to_dict())
         store.set_state("next_rowid", self._next_rowid)
         store.commit()
@@ -322,7 +335,7 @@ class IndexWriter:
             store, kind = new_segment_store(self.path, self.old, len(self.vectors))
             store.add(*self.vectors.vectors())
         add_pending(self.path, [name])
-        store.save(self.path / name)
+        save_segment(store, self.path / name)
         if fresh:
             faiss_meta = {**store.manifest(), "dead": 0, "trained": None}
             if store._ivf is not None:  # later IVF segments are clones of the trained, empty index
@@ -398,15 +411,52 @@ class IndexWriter:
 
     def _retire(self, rowids: Sequence[int]) -> None:
         """Take documents out of this generation: rows added by it go (with their vectors), older ones get a
-        tombstone (their vectors stay in their segments until compaction)."""
+        tombstone (their vectors, one per passage, stay in their segments until compaction)."""
         mine = [r for r in rowids if r >= self._first_rowid]
         older = [r for r in rowids if r < self._first_rowid]
         if mine:
-            self.vectors.remove(np.array(mine, dtype=np.int64))
+            self.vectors.remove(self.store.vector_ids_for(mine))
             self.store.execute(f"delete from docs where rowid in ({','.join('?' * len(mine))})", mine)
         if older:
+            self._dead += len(self.store.vector_ids_for(older))
             self.store.mark_deleted(older, self.generation)
-            self._dead += len(older)
+
+    @property
+    def chunker(self):
+        """The chunker of this write (None: texts are truncated), made on first use."""
+        if self._chunker is False:
+            from ..chunking import chunker_for
+
+            self._chunker = chunker_for(self.encoder.spec, self._chunking)
+        return self._chunker
+
+    def _passages(self, todo: list[tuple[int, Record]], report: AddReport) -> tuple[np.ndarray, list[str], list]:
+        """Vector ids, texts to embed and ``passages`` column values for new rows: one passage per text that fits,
+        several for a longer one (or, without chunking, its beginning: counted as truncated)."""
+        texts = [r.text for _, r in todo]
+        # a word piece covers at least one character: only texts longer than the limit in characters can need it
+        limit = self.encoder.spec.max_length - 2
+        chunker = self.chunker if any(len(t) > limit for t in texts) else None
+        if chunker is None:
+            report.truncated += self._count_truncated(texts)
+            report.passages += len(texts)
+            return np.array([rowid for rowid, _ in todo], dtype=np.int64), texts, [None] * len(todo)
+        ids, pieces, columns = [], [], []
+        for rowid, record in todo:
+            spans = chunker.split(record.text) if len(record.text) > limit else [(0, len(record.text))]
+            if len(spans) > P.MAX_PASSAGES:
+                raise InputError(record.id, f"{len(spans):,} passages; at most {P.MAX_PASSAGES:,} per document")
+            if len(spans) == 1:
+                ids.append(rowid)
+                pieces.append(record.text)
+                columns.append(None)
+                continue
+            report.chunked += 1
+            ids.extend(P.vector_id(rowid, number) for number in range(len(spans)))
+            pieces.extend(record.text[start:end] for start, end in spans)
+            columns.append(P.encode_offsets(spans))
+        report.passages += len(ids)
+        return np.array(ids, dtype=np.int64), pieces, columns
 
     def _add_chunk(self, records: list[Record], given: np.ndarray | None, report: AddReport, batch_size: int,
                    source: str | None) -> None:
@@ -429,18 +479,21 @@ class IndexWriter:
             self._next_rowid += 1
         if not todo:
             return
+        if self._next_rowid > P.MAX_ROWID:
+            raise SemsearchError(f"{self.path}: row ids are exhausted (2**40); rebuild the index")
         self._dirty = True
-        texts = [r.text for _, r in todo]
         if given is None:
-            report.truncated += self._count_truncated(texts)
+            ids, texts, columns = self._passages(todo, report)
             embedded = self.encoder.encode(texts, batch_size=batch_size, show_progress=False)
-        else:
+        else:  # precomputed: one vector per record, its text as it is
+            ids, columns = np.array([rowid for rowid, _ in todo], dtype=np.int64), [None] * len(todo)
             embedded = np.ascontiguousarray(given[rows], dtype=np.float32)
+            report.passages += len(todo)
         self._retire(replaced)
-        self.vectors.add(np.array([rowid for rowid, _ in todo], dtype=np.int64), embedded)
+        self.vectors.add(ids, embedded)
         self.store.insert(
-            (rowid, r.id, r.text, json.dumps(r.meta, ensure_ascii=False), r.hash, source, r.line, self.generation)
-            for rowid, r in todo)
+            (rowid, r.id, r.text, json.dumps(r.meta, ensure_ascii=False), r.hash, source, r.line, self.generation,
+             column) for (rowid, r), column in zip(todo, columns))
 
     def delete(self, ids: Sequence[str] = (), filters: Sequence[str] | None = None) -> int:
         """Remove documents by id and/or by metadata filter; returns how many were removed.
@@ -460,8 +513,8 @@ class IndexWriter:
         if not self._rebuild:
             raise SemsearchError("rebuild_vectors needs IndexWriter(..., rebuild=True)")
         self.vectors = VectorStore.create(self.spec.dimension, self._kind, build=_build(self.old))
-        for rowids, texts in self.store.iter_texts():
-            self.vectors.add(np.array(rowids, dtype=np.int64), self.encoder.encode(texts, batch_size=batch_size))
+        for ids, texts in self.store.iter_passages():
+            self.vectors.add(ids, self.encoder.encode(texts, batch_size=batch_size))
         self._purge_after = self.store.dead_rowids()  # once the new manifest (without their vectors) is current
         self._dead = 0
         self._dirty = True
@@ -542,7 +595,7 @@ def _compact(path: Path, *, full: bool, encoder: "Encoder | None") -> CompactRep
     try:
         store.begin()
         store.roll_back_to(old.generation)
-        live = np.asarray(store.live_rowids(), dtype=np.int64)
+        live = store.live_vector_ids()
         ids_parts, vector_parts, purge = [], [], []
         lossy = False
         for segment in merge:
@@ -569,26 +622,30 @@ def _compact(path: Path, *, full: bool, encoder: "Encoder | None") -> CompactRep
             from ..encoder import Encoder
 
             encoder = encoder or Encoder.from_spec(old.encoder)
-            for rowids, texts in store.iter_texts(ids.tolist()):
-                target.add(np.asarray(rowids, dtype=np.int64), encoder.encode(texts, show_progress=False))
+            for vector_ids, texts in store.iter_passages(ids):
+                target.add(vector_ids, encoder.encode(texts, show_progress=False))
         elif len(ids):
             vectors = np.concatenate([v for v in vector_parts if v is not None])[order]
             target.add(ids, vectors)
         name = segment_name(generation)
         add_pending(path, [name])
-        target.save(path / name)
+        save_segment(target, path / name)
         merged = Segment(name, sha256(path / name), len(target), seg_kind, generation)
         kept = [s for s in old.segments if s not in merge]
+        dropped_vectors = len(purge)  # a deleted document's passages are all in the segment its write made
+        purge = sorted(set(P.rowids_of(np.asarray(purge, dtype=np.int64)).tolist()))
         if full:  # no segment keeps any deleted document's vector now
             purge = sorted(set(purge) | set(store.dead_rowids()))
         faiss_meta = dict(old.faiss)
-        faiss_meta["dead"] = max(0, old.dead - len(purge))
+        faiss_meta["dead"] = max(0, old.dead - dropped_vectors)
         if seg_kind != "flat" and target._hnsw is not None:
             faiss_meta["search"] = {**faiss_meta.get("search", {}), **target.manifest()["search"]}
-        manifest = old.next(segments=kept + [merged], faiss=faiss_meta, documents=store.count())
-        if manifest.vector_total - manifest.dead != manifest.documents:
+        manifest = old.next(segments=kept + [merged], faiss=faiss_meta, documents=store.count(),
+                            vectors=store.vector_count())
+        if manifest.vector_total - manifest.dead != manifest.vectors:
             raise SemsearchError(f"{path}: compaction would leave {manifest.vector_total - manifest.dead} vectors for "
-                                 f"{manifest.documents} documents; nothing was committed")
+                                 f"{manifest.documents} documents with {manifest.vectors} passages; nothing was "
+                                 "committed")
         store.record_manifest(generation, manifest.to_dict())
         store.commit()
         add_pending(path, [s.file for s in merge])  # no longer named once the new manifest is current
