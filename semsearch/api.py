@@ -9,16 +9,20 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from .chunking import Chunking
 from .corpus import STDIN, Format, read_records
 from .errors import InputError
+from .fusion import SearchMode
 from .index import AddReport, Hit, Index, IndexWriter
 from .pooling import Pooling
 
 if TYPE_CHECKING:
     from .encoder import Encoder
+    from .folders import FolderWalk
 
 
 def index_corpus(corpus: str | os.PathLike, index: str | os.PathLike | None = None, *,
@@ -26,6 +30,7 @@ def index_corpus(corpus: str | os.PathLike, index: str | os.PathLike | None = No
                  format: Format | str | None = None, text_field: str = "text", id_field: str | None = "id",
                  batch_size: int = 32, chunk_size: int = 2048, skip_invalid: bool = False,
                  index_type: str = "auto", precision: str | None = None, embeddings=None, force: bool = False,
+                 chunking: Chunking | None = Chunking(),
                  progress: Callable[[int], None] | None = None) -> AddReport:
     """Embed the records of ``corpus`` into ``index`` (created when missing).
 
@@ -40,6 +45,9 @@ def index_corpus(corpus: str | os.PathLike, index: str | os.PathLike | None = No
     path of a ``.npy``/Parquet file (see :mod:`semsearch.embeddings_file`); ``model`` names the model that made
     them (default: the bundled one), whose dimension they must have. ``force`` creates the index in a folder that
     holds other files (they are never touched).
+
+    ``chunking``: texts longer than the model's max length are embedded as overlapping passages (see
+    :mod:`semsearch.chunking`); ``None`` embeds their beginning only (truncation).
     """
     skipped: list[InputError] = []
     if encoder is None and (model is not None or pooling is not None) and not _exists(index):
@@ -57,7 +65,7 @@ def index_corpus(corpus: str | os.PathLike, index: str | os.PathLike | None = No
         records, vectors = _precomputed(records, embeddings, model, index, skip_invalid)
         expected = len(vectors)
     with IndexWriter(index, encoder, model=model, index_type=index_type, expected_count=expected,
-                     precision=precision, force=force) as writer:
+                     precision=precision, force=force, chunking=chunking) as writer:
         if vectors is not None and writer.spec is None and encoder is None:
             writer._encoder = _SpecOnly(_model_spec(model, precision))  # a new index: the model's spec, no weights
         if vectors is not None:
@@ -155,20 +163,36 @@ def _exists(index) -> bool:
 
 def search(queries: str | Sequence[str], index: str | os.PathLike | Index | None = None, *, k: int = 10,
            threshold: float | None = None, filters: Sequence[str] | None = None,
-           model: str | None = None, nprobe: int | None = None, ef_search: int | None = None) -> list[list[Hit]]:
-    """Nearest documents for each query (one list of hits per query, best first).
+           model: str | None = None, nprobe: int | None = None, ef_search: int | None = None,
+           mode: SearchMode | str | None = None, alpha: float | None = None,
+           passages: bool = False) -> list[list[Hit]]:
+    """The best documents for each query (one list of hits per query, best first).
 
-    ``filters`` are metadata conditions (``["lang=en", "year>=2020"]``) applied before the vector search.
+    ``mode``: ``dense``, ``lexical`` or ``hybrid`` (see :meth:`Index.search`); None: hybrid when the index has a
+    lexical index, unless ``threshold`` or ``passages`` (dense only) ask for dense, or ``alpha`` for hybrid.
+    ``filters`` are metadata conditions (``["lang=en", "year>=2020"]``) applied before searching.
     ``nprobe`` (IVF indexes) and ``ef_search`` (HNSW) override the index's search defaults.
     """
-    if isinstance(index, Index):
-        if model is not None:
-            index.encoder(model)
-        return index.search(queries, k=k, threshold=threshold, filters=filters, nprobe=nprobe, ef_search=ef_search)
-    with Index.open(index) as opened:
+    def run(opened: Index) -> list[list[Hit]]:
         if model is not None:
             opened.encoder(model)
-        return opened.search(queries, k=k, threshold=threshold, filters=filters, nprobe=nprobe, ef_search=ef_search)
+        chosen = mode if mode is not None else implied_mode(opened, threshold, alpha, passages)
+        return opened.search(queries, k=k, threshold=threshold, filters=filters, nprobe=nprobe,
+                             ef_search=ef_search, mode=chosen, alpha=alpha, passages=passages)
+
+    if isinstance(index, Index):
+        return run(index)
+    with Index.open(index) as opened:
+        return run(opened)
+
+
+def implied_mode(index: Index, threshold: float | None, alpha: float | None, passages: bool) -> SearchMode:
+    """The mode a search without one uses: what its other settings need, else the index's default."""
+    if alpha is not None:
+        return SearchMode.HYBRID
+    if threshold is not None or passages:
+        return SearchMode.DENSE
+    return index.default_mode
 
 
 def read_queries(path: str | Path) -> list[str]:
@@ -185,3 +209,48 @@ def read_queries(path: str | Path) -> list[str]:
     if not queries:
         raise InputError(name, "no queries")
     return queries
+
+
+@dataclass
+class FolderReport:
+    """What ``index_folder`` did: the write's report, the walk (files selected, problems) and the ids deleted."""
+
+    add: AddReport
+    walk: "FolderWalk"
+    deleted: list[str]
+
+
+def index_folder(folder: str | os.PathLike, index: str | os.PathLike | None = None, *,
+                 globs: Sequence[str] | None = None, sync: bool = False, model: str | None = None,
+                 encoder: "Encoder | None" = None, batch_size: int = 32, index_type: str = "auto",
+                 precision: str | None = None, force: bool = False, chunking: Chunking | None = Chunking(),
+                 progress: Callable[[int], None] | None = None) -> FolderReport:
+    """Index the files of ``folder`` (see :mod:`semsearch.folders`), one document per file, id = relative path.
+
+    Unchanged files (same text) are skipped, changed ones re-embedded. ``sync`` also deletes the documents this
+    folder gave earlier whose files are gone (documents from elsewhere, or whose files still exist but were not
+    selected or could not be read this time, stay). Files that cannot be read are passed over and named in
+    ``walk.problems``; a folder with no readable file and nothing to delete is an :class:`InputError`.
+    """
+    from .filters import Condition
+    from .folders import FOLDER_KEY, walk_folder
+
+    walk = walk_folder(folder, globs)
+    if encoder is None and model is not None and not _exists(index):
+        from .encoder import Encoder
+
+        encoder = Encoder.load(model, backend="auto", precision=precision or "fp32")
+    with IndexWriter(index, encoder, model=model, index_type=index_type, precision=precision, force=force,
+                     chunking=chunking) as writer:
+        report = writer.add(walk.records(), batch_size=batch_size, source=str(walk.root), progress=progress)
+        deleted: list[str] = []
+        if sync:
+            earlier = writer.ids_where([Condition(FOLDER_KEY, "=", str(walk.root))])
+            deleted = sorted(i for i in earlier if i not in walk.selected and not os.path.lexists(walk.root / i))
+            if deleted:
+                writer.delete(deleted)
+        if report.read == 0 and not deleted:
+            what = f"{len(walk.problems)} files could not be read" if walk.problems else "no file matches"
+            raise InputError(walk.root, f"nothing to index: {what} ({', '.join(walk.globs)})"
+                             + (f"; first: {walk.problems[0]}" if walk.problems else ""))
+    return FolderReport(report, walk, deleted)

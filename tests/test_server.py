@@ -92,7 +92,8 @@ def test_health_and_info(client, docs_index):
     assert info["index"]["documents"] == 30 and info["index"]["generation"] == 1
     assert info["index"]["name"] == "docs" and info["index"]["encoder"]["model"] == "fake"
     assert info["index"]["manifest"]["counts"]["documents"] == 30
-    assert info["server"]["modes"] == ["dense"] and info["server"]["token_for_writes"] is False
+    assert info["server"]["modes"] == ["dense", "lexical", "hybrid"] and info["server"]["token_for_writes"] is False
+    assert info["server"]["default_mode"] == "hybrid"  # the page's choice; the API's default stays dense
     assert client.get("/openapi.json").json()["paths"]["/search"]["post"]
     assert client.get("/docs").status_code == 404  # its page would load scripts from a CDN
 
@@ -158,16 +159,35 @@ def test_search_threshold_k_and_knobs(client):
     ({"query": "a", "filters": "lang=en"}, "filters"),
     ({"query": "a", "kk": 3}, "kk"),
     ({"query": 3}, "query"),
-    ({"query": "a", "mode": "hybrid"}, "mode"),
+    ({"query": "a", "mode": "fast"}, "mode"),
+    ({"query": "a", "mode": "hybrid", "alpha": 1.5}, "alpha"),
+    ({"query": "a", "mode": "dense", "alpha": 0.5}, None),  # alpha weighs the sides of hybrid search only
+    ({"query": "a", "mode": "lexical", "threshold": 0.5}, None),  # a threshold is on cosines: dense only
 ])
 def test_bad_searches_are_400_naming_the_field(client, body, field):
     error_of(client.post("/search", json=body), 400, field)
 
 
-def test_mode_dense_is_accepted_and_others_refused_by_name(client):
-    assert client.post("/search", json={"query": "a", "mode": "dense"}).status_code == 200
-    error = error_of(client.post("/search", json={"query": "a", "mode": "hybrid"}), 400, "mode")
-    assert "'hybrid' is not available" in error["message"] and "dense" in error["message"]
+def test_the_three_modes_are_accepted_and_others_refused_by_name(client):
+    for mode in ("dense", "lexical", "hybrid"):
+        assert client.post("/search", json={"query": "parse a date", "mode": mode}).status_code == 200
+    error = error_of(client.post("/search", json={"query": "a", "mode": "bm25"}), 400, "mode")
+    assert "'bm25' is not available" in error["message"] and "dense, lexical, hybrid" in error["message"]
+
+
+def test_hybrid_hits_carry_both_sides_and_lexical_hits_match_words(client):
+    found = client.post("/search", json={"query": "copy a directory tree", "mode": "lexical", "k": 5}).json()
+    hits = found["results"][0]["hits"]
+    assert len(hits) == 5 and all("copy a directory tree" in h["text"] for h in hits)
+    assert all(h["mode"] == "lexical" for h in hits) and hits[0]["score"] >= hits[-1]["score"]
+    hybrid = client.post("/search", json={"query": "copy a directory tree", "mode": "hybrid", "k": 3,
+                                          "filters": ["lang=en"]}).json()["results"][0]["hits"]
+    assert len(hybrid) == 3 and all(h["meta"]["lang"] == "en" and h["mode"] == "hybrid" for h in hybrid)
+    assert all(set(h) >= {"dense", "lexical"} for h in hybrid)
+    assert all(h["lexical"] is not None for h in hybrid)  # every document says "a": all are lexical candidates
+    weighted = client.post("/search", json={"query": "copy a directory tree", "mode": "hybrid", "alpha": 0.0,
+                                            "k": 3}).json()["results"][0]["hits"]
+    assert all("copy a directory tree" in h["text"] for h in weighted)  # alpha 0: the lexical side alone decides
 
 
 def test_bad_bodies(client):

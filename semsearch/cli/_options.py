@@ -39,6 +39,31 @@ def model_option(f):
                         help="Model folder or hub id. [default: the bundled all-MiniLM-L6-v2]")(f)
 
 
+def chunk_options(f):
+    """``--chunk-tokens``, ``--chunk-overlap`` and ``--no-chunk`` (index and eval retrieval)."""
+    f = click.option("--no-chunk", is_flag=True,
+                     help="Embed only the beginning of texts longer than the model's max length (truncate).")(f)
+    f = click.option("--chunk-overlap", type=click.IntRange(0), default=None, metavar="M",
+                     help="Tokens shared by neighbouring passages. [default: an eighth of --chunk-tokens]")(f)
+    return click.option("--chunk-tokens", type=click.IntRange(1), default=None, metavar="N",
+                        help="Cut texts longer than N tokens into overlapping passages of N tokens, each one vector. "
+                             "[default: the model's max length less its special tokens]")(f)
+
+
+def chunking_from(tokens: int | None, overlap: int | None, no_chunk: bool):
+    """The :class:`~semsearch.chunking.Chunking` the options ask for (None: truncate)."""
+    from ..chunking import Chunking
+
+    if no_chunk:
+        if tokens is not None or overlap is not None:
+            raise click.UsageError("--no-chunk truncates long texts; it cannot be combined with --chunk-tokens or "
+                                   "--chunk-overlap")
+        return None
+    if tokens is not None and overlap is not None and overlap >= tokens:
+        raise click.UsageError(f"--chunk-overlap ({overlap}) must be less than --chunk-tokens ({tokens})")
+    return Chunking(tokens, overlap, explicit=tokens is not None or overlap is not None)
+
+
 def _three_columns(ctx, param, value):
     if value is not None and (len(value.split(",")) != 3 or not all(c.strip() for c in value.split(","))):
         raise click.BadParameter(f"expected three comma-separated names, got {value!r}")

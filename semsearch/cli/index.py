@@ -9,11 +9,12 @@ from pathlib import Path
 import click
 
 from . import main
-from ._options import COSINE, POOLING_CHOICE, index_option, model_option, precision_option
+from ._options import (COSINE, POOLING_CHOICE, Finite, chunk_options, chunking_from, index_option, model_option,
+                       precision_option)
 
 
 @main.command("index")
-@click.argument("corpus", metavar="CORPUS")
+@click.argument("corpus", metavar="CORPUS|DIR")
 @index_option
 @model_option
 @click.option("--pooling", type=POOLING_CHOICE, default=None, help="Override the model's pooling (new index only).")
@@ -32,12 +33,31 @@ from ._options import COSINE, POOLING_CHOICE, index_option, model_option, precis
               help="Precomputed vectors instead of embedding: a .npy matrix (row i = record i) or a Parquet file with "
                    "'id' and 'embedding' columns, made by --model (default: the bundled one).")
 @click.option("--force", is_flag=True, help="Create the index in a folder that holds other files (left untouched).")
+@chunk_options
+@click.option("--glob", "globs", multiple=True, metavar="PATTERN",
+              help="DIR: index the files matching PATTERN (repeatable; a pattern with / matches the relative path). "
+                   "[default: *.txt *.md *.markdown *.rst *.html *.htm]")
+@click.option("--sync", is_flag=True, help="DIR: also delete the documents of files that are gone from DIR.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def index_cmd(corpus, index, model, pooling, fmt, text_field, id_field, batch_size, skip_invalid, index_type,
-              precision, embeddings, force, quiet) -> None:
-    """Embed CORPUS (JSONL, CSV/TSV with a header, text lines, or - for stdin) into an index."""
+              precision, embeddings, force, chunk_tokens, chunk_overlap, no_chunk, globs, sync, quiet) -> None:
+    """Embed CORPUS (JSONL, CSV/TSV with a header, text lines, or - for stdin) or the files of DIR into an index.
+
+    Texts longer than the model's max length are embedded as overlapping passages (see --chunk-tokens).
+    """
     from ..api import index_corpus
     from ..index import index_path
+
+    chunking = chunking_from(chunk_tokens, chunk_overlap, no_chunk)
+    if corpus != "-" and Path(corpus).is_dir():
+        if fmt or embeddings or skip_invalid or text_field != "text" or id_field != "id":
+            raise click.UsageError("--format, --text-field, --id-field, --skip-invalid and --embeddings apply to a "
+                                   "corpus file, not to a folder")
+        _index_folder(corpus, index, model, pooling, batch_size, index_type, precision, force, chunking, globs,
+                      sync, quiet)
+        return
+    if globs or sync:
+        raise click.UsageError("--glob and --sync apply to a folder (DIR); CORPUS is a file")
 
     if precision == "bf16":
         from ..encoder import bf16_is_fast, default_device
@@ -48,25 +68,56 @@ def index_cmd(corpus, index, model, pooling, fmt, text_field, id_field, batch_si
         report = index_corpus(corpus, index, model=model, pooling=pooling, format=fmt, text_field=text_field,
                               id_field=id_field, batch_size=batch_size, skip_invalid=skip_invalid,
                               index_type=index_type, precision=precision, embeddings=embeddings, force=force,
-                              progress=bar.update)
-    rate = report.embedded / report.seconds if report.seconds else 0.0
-    click.echo(f"{index_path(index)}: {report.read} read, {report.added} added, {report.updated} updated, "
-               f"{report.unchanged} unchanged"
-               + (f", {report.repeated} repeated ids (last kept)" if report.repeated else "")
-               + (f", {report.truncated} truncated to the model's max length" if report.truncated else "")
-               + f" in {report.seconds:.1f} s ({rate:.0f} docs/s)", err=True)
+                              chunking=chunking, progress=bar.update)
+    _report_add(index_path(index), report)
     if report.skipped:
         click.echo(f"skipped {report.skipped} invalid records; first: " + "; ".join(report.skipped_examples), err=True)
 
 
-def _bar(corpus: str, quiet: bool):
+def _report_add(path, report, unit: str = "docs") -> None:
+    rate = report.embedded / report.seconds if report.seconds else 0.0
+    click.echo(f"{path}: {report.read} read, {report.added} added, {report.updated} updated, "
+               f"{report.unchanged} unchanged"
+               + (f", {report.repeated} repeated ids (last kept)" if report.repeated else "")
+               + (f", {report.chunked} split into passages ({report.passages} vectors)" if report.chunked else "")
+               + (f", {report.truncated} truncated to the model's max length" if report.truncated else "")
+               + f" in {report.seconds:.1f} s ({rate:.0f} {unit}/s)", err=True)
+
+
+def _index_folder(folder, index, model, pooling, batch_size, index_type, precision, force, chunking, globs, sync,
+                  quiet) -> None:
+    from ..api import index_folder
+    from ..index import index_path
+    from .render import one_line
+
+    encoder = None
+    if pooling is not None:
+        from ..encoder import Encoder
+
+        encoder = Encoder.load(model, pooling=pooling, backend="auto", precision=precision or "fp32")
+    with _bar("-", quiet, unit="file") as bar:
+        result = index_folder(folder, index, globs=list(globs) or None, sync=sync, model=model, encoder=encoder,
+                              batch_size=batch_size, index_type=index_type, precision=precision, force=force,
+                              chunking=chunking, progress=bar.update)
+    _report_add(index_path(index), result.add, unit="files")
+    if sync:
+        click.echo(f"{index_path(index)}: {len(result.deleted)} documents of files gone from {one_line(folder)} "
+                   "deleted", err=True)
+    problems = result.walk.problems
+    if problems:
+        click.echo(f"{len(problems)} files passed over (nothing else was skipped):", err=True)
+        for problem in problems:
+            click.echo(f"  {one_line(str(problem))}", err=True)
+
+
+def _bar(corpus: str, quiet: bool, unit: str = "doc"):
     from tqdm.auto import tqdm
 
     total = None
     if corpus != "-" and Path(corpus).is_file() and Path(corpus).stat().st_size < (1 << 30):
         with open(corpus, "rb") as fh:
             total = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
-    return tqdm(total=total, unit="doc", desc="indexing", disable=quiet or not sys.stderr.isatty(),
+    return tqdm(total=total, unit=unit, desc="indexing", disable=quiet or not sys.stderr.isatty(),
                 leave=False, file=sys.stderr)
 
 
@@ -84,9 +135,18 @@ def _bar(corpus: str, quiet: bool):
               help="IVF indexes: lists to search (more: better recall, slower). [default: the manifest's]")
 @click.option("--ef-search", type=click.IntRange(1), default=None,
               help="HNSW indexes: search beam width (more: better recall, slower). [default: the manifest's]")
+@click.option("--mode", type=click.Choice(["dense", "lexical", "hybrid"]), default=None,
+              help="dense: embeddings (cosine); lexical: words (bm25); hybrid: both, fused by reciprocal rank. "
+                   "[default: hybrid when the index has a lexical index (dense with --threshold or --passages)]")
+@click.option("--alpha", type=Finite(0, 1), default=None,
+              help="Hybrid: fuse min-max normalised scores as ALPHA * dense + (1 - ALPHA) * lexical instead of by "
+                   "rank.")
+@click.option("--passages", is_flag=True, help="List the best passages (several of a long document possibly), "
+                                               "not documents (dense mode).")
 @model_option
-def query_cmd(text, index, k, threshold, queries_file, as_json, filters, nprobe, ef_search, model) -> None:
-    """Find the documents nearest to TEXT (or to each line of --queries)."""
+def query_cmd(text, index, k, threshold, queries_file, as_json, filters, nprobe, ef_search, mode, alpha, passages,
+              model) -> None:
+    """Find the documents that best match TEXT (or each line of --queries)."""
     from ..api import read_queries, search
     from .render import json_line, printable, render_hits
 
@@ -96,7 +156,7 @@ def query_cmd(text, index, k, threshold, queries_file, as_json, filters, nprobe,
         raise click.UsageError("the query TEXT is empty")
     queries = [text] if text is not None else read_queries(queries_file)
     results = search(queries, index, k=k, threshold=threshold, filters=list(filters), model=model, nprobe=nprobe,
-                     ef_search=ef_search)
+                     ef_search=ef_search, mode=mode, alpha=alpha, passages=passages)
     for number, (query, hits) in enumerate(zip(queries, results)):
         if as_json:
             for hit in hits:

@@ -66,19 +66,31 @@ def text_room(used: int) -> int:
 
 
 def render_hits(hits) -> None:
-    """The result table of one query: rank, score, id, text (clipped to the terminal), then metadata."""
+    """The result table of one query: rank, score, (hybrid: each side's rank,) id, text (clipped to the terminal;
+    a long document's best passage), then metadata."""
     if not hits:
         click.echo("(no results)")
         return
     ids = [one_line(hit.id) for hit in hits]
     width = max(len(i) for i in ids)
-    room = text_room(width + 18)
-    click.echo(f"{'rank':>4}  {'score':>6}  {'id':<{width}}  text")
+    hybrid = any(hit.mode == "hybrid" for hit in hits)
+    sides = 12 if hybrid else 0
+    room = text_room(width + 18 + sides)
+    click.echo(f"{'rank':>4}  {'score':>6}  " + (f"{'dense':>5} {'lex':>5}  " if hybrid else "")
+               + f"{'id':<{width}}  text")
     for hit, doc_id in zip(hits, ids):
-        line = f"{hit.rank:>4}  {hit.score:6.4f}  {doc_id:<{width}}  {clip(hit.text, room)}"
+        line = f"{hit.rank:>4}  {hit.score:6.4f}  "
+        if hybrid:
+            line += f"{_side(hit.dense):>5} {_side(hit.lexical):>5}  "
+        text = hit.passage_text if hit.passage is None or hit.passage.start == 0 else "…" + hit.passage_text
+        line += f"{doc_id:<{width}}  {clip(text, room)}"
         if hit.meta:
             line += "  " + " ".join(f"{one_line(key)}={meta_value(value)}" for key, value in hit.meta.items())
         click.echo(line)
+
+
+def _side(place) -> str:
+    return "-" if place is None else str(place.rank)
 
 
 __all__ = ["printable", "json_line", "one_line", "clip", "meta_value", "text_room", "render_hits"]

@@ -163,6 +163,11 @@ class DocStore:
         except sqlite3.DatabaseError as exc:
             raise _damaged(self.path, exc) from None
 
+    def ids_where(self, conditions) -> list[str]:
+        """Ids of the visible documents whose metadata meets every condition."""
+        rowids = self.rowids_where(conditions)
+        return [doc.id for doc in self.fetch(rowids).values()]
+
     def fetch(self, rowids: Sequence[int]) -> dict[int, StoredDoc]:
         """The documents with these row ids, keyed by row id (visibility is the caller's: ids come from vectors)."""
         out: dict[int, StoredDoc] = {}

@@ -508,6 +508,10 @@ class IndexWriter:
             self._dirty = True
         return len(rowids)
 
+    def ids_where(self, filters: Sequence) -> list[str]:
+        """Ids of the documents (as this write left them so far) whose metadata meets every filter."""
+        return self.store.ids_where(filters)
+
     def rebuild_vectors(self, batch_size: int = 32) -> None:
         """Re-embed every stored text into one fresh segment (for a writer opened with ``rebuild=True``)."""
         if not self._rebuild:

@@ -40,12 +40,14 @@ class SearchJob:
     filters: tuple[str, ...] = ()
     nprobe: int | None = None
     ef_search: int | None = None
+    mode: str = "dense"
+    alpha: float | None = None
     future: Future = field(default_factory=Future)
     generation: int | None = None  # set by the worker: the generation that answered
 
     @property
     def settings(self) -> tuple:
-        return (self.k, self.threshold, self.filters, self.nprobe, self.ef_search)
+        return (self.k, self.threshold, self.filters, self.nprobe, self.ef_search, self.mode, self.alpha)
 
 
 class QueryBatcher:
@@ -143,11 +145,12 @@ class QueryBatcher:
         groups: dict[tuple, list[int]] = {}
         for position, job in enumerate(batch):
             groups.setdefault(job.settings, []).append(position)
-        for (k, threshold, filters, nprobe, ef_search), members in groups.items():
+        for (k, threshold, filters, nprobe, ef_search, mode, alpha), members in groups.items():
             try:
                 hits = index.search_vectors(np.concatenate([vectors[rows[p]] for p in members]), k=k,
                                             threshold=threshold, filters=list(filters), nprobe=nprobe,
-                                            ef_search=ef_search)
+                                            ef_search=ef_search, texts=[t for p in members for t in batch[p].texts],
+                                            mode=mode, alpha=alpha)
             except Exception as exc:  # a bad filter fails its own group only
                 for p in members:
                     batch[p].future.set_exception(exc)

@@ -59,12 +59,12 @@ def health(request: Request) -> dict:
 @router.get("/info", dependencies=READ)
 def info(request: Request) -> dict:
     """The index (name, documents, generation, encoder, manifest) and the server's limits and counters."""
-    from ..maintenance import info as index_info
+    from ..index.maintenance import info as index_info
 
     state = _state(request)
     limits = state.limits
     server = {
-        "modes": list(MODES), "max_k": MAX_K, "max_query_chars": limits.max_query_chars,
+        "modes": list(MODES), "default_mode": "dense", "max_k": MAX_K, "max_query_chars": limits.max_query_chars,
         "max_queries": limits.max_queries, "max_body_bytes": limits.max_body_bytes,
         "token_for_writes": state.auth.writes, "token_for_reads": state.auth.reads,
         "batching": {"max_wait_ms": state.batcher.max_wait * 1000, "max_batch": state.batcher.max_batch,
@@ -76,6 +76,9 @@ def info(request: Request) -> dict:
     with state.snapshots.lease() as index:
         summary = {"name": index.path.name, "path": str(index.path), "generation": generation_of(index),
                    "documents": len(index), "encoder": index.spec.to_dict()}
+        lexical = bool(getattr(getattr(index, "manifest", None), "lexical", False))
+    server["modes"] = list(MODES) if lexical else ["dense"]  # what this index can search
+    server["default_mode"] = "hybrid" if lexical else "dense"  # the page's choice; the API's default is dense
     try:
         summary["manifest"] = index_info(state.path)
     except Exception as exc:  # the summary above still holds
@@ -86,8 +89,10 @@ def info(request: Request) -> dict:
 # --------------------------------------------------------------------------------------------- search
 @router.post("/search", dependencies=READ_JSON)
 async def search(body: SearchIn, request: Request) -> JSONResponse:
-    """Nearest documents for ``query`` or for each of ``queries``: ``{"generation", "results": [{"query",
-    "hits": [{"rank", "score", "id", "text", "meta"}]}]}``."""
+    """Best documents for ``query`` or for each of ``queries``: ``{"generation", "results": [{"query",
+    "hits": [{"rank", "score", "id", "text", "meta"}]}]}``. ``mode`` dense (the default), lexical or hybrid;
+    hybrid hits also carry ``dense`` and ``lexical`` (each side's rank and score), and a long document's hit its
+    best ``passage`` (offsets into the text)."""
     state = _state(request)
     if (body.query is None) == (body.queries is None):
         raise ApiError(400, "invalid_request", "give either 'query' (one text) or 'queries' (a list)", "query")
@@ -108,7 +113,7 @@ async def search(body: SearchIn, request: Request) -> JSONResponse:
         if not text.strip():
             raise ApiError(400, "invalid_request", f"{where}: empty", where)
     job = SearchJob(list(texts), k=body.k, threshold=body.threshold, filters=_check_filters(body.filters),
-                    nprobe=body.nprobe, ef_search=body.ef_search)
+                    nprobe=body.nprobe, ef_search=body.ef_search, mode=body.mode, alpha=body.alpha)
     try:
         hits = await asyncio.wrap_future(state.batcher.submit(job))
     except IndexTypeError as exc:  # a knob this index type does not have

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_K = 1000
 MAX_HITS = 100_000  # k times the number of queries, per request
-MODES = ("dense",)  # hybrid (BM25 + dense) is not built yet: refused, not ignored
+MODES = ("dense", "lexical", "hybrid")  # see semsearch.fusion; an index without a lexical index has dense only
 
 
 class _Strict(BaseModel):
@@ -25,7 +25,9 @@ class SearchIn(_Strict):
     filters: list[str] = Field(default_factory=list, description='metadata conditions such as "lang=en"')
     nprobe: int | None = Field(None, ge=1)
     ef_search: int | None = Field(None, ge=1)
-    mode: str = "dense"
+    mode: str = Field("dense", description="dense (cosine), lexical (bm25) or hybrid (both, fused)")
+    alpha: float | None = Field(None, ge=0.0, le=1.0, description="hybrid: weight of the dense side in a weighted "
+                                                                  "fusion of normalised scores (default: by rank)")
 
     @field_validator("mode")
     @classmethod
