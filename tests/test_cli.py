@@ -33,12 +33,17 @@ def built(tmp_path, index_home, tiny_model_dir, runner):
 
 
 def test_query_table(built, runner):
-    result = runner.invoke(main, ["query", "--index", "t", "-k", "2", "The quick brown fox jumps over the lazy dog"])
+    result = runner.invoke(main, ["query", "--index", "t", "-k", "2", "--mode", "dense",
+                                  "The quick brown fox jumps over the lazy dog"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["rank", "score", "id", "text"]
     assert lines[1].split()[:3] == ["1", "1.0000", "fox"] and lines[1].endswith("lang=en")
     assert len(lines) == 3 and lines[2].split()[0] == "2"
+    hybrid = runner.invoke(main, ["query", "--index", "t", "-k", "2", "The quick brown fox jumps over the lazy dog"])
+    lines = hybrid.stdout.splitlines()  # the default: hybrid, with each side's rank
+    assert lines[0].split() == ["rank", "score", "dense", "lex", "id", "text"]
+    assert lines[1].split()[:5] == ["1", f"{2 / 61:.4f}", "1", "1", "fox"]
 
 
 def test_query_json_lines(built, runner):

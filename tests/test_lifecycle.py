@@ -232,7 +232,7 @@ def test_long_line_duplicates_and_skip_invalid(cli, tmp_path, tiny_model_dir, in
     path.write_text("\n".join(lines) + "\n")
     result = _index(cli, path, "--model", tiny_model_dir)
     assert result.exit_code == 1 and result.stderr == f"Error: {path}:3: invalid JSON (Expecting value at column 1)\n"
-    result = _index(cli, path, "--skip-invalid")
+    result = _index(cli, path, "--skip-invalid", "--no-chunk")  # truncated, as before passages
     assert result.exit_code == 0, result.output
     summary, skipped = result.stderr.splitlines()
     assert ": 4 read, 3 added, 0 updated, 0 unchanged, 1 repeated ids (last kept), 1 truncated to the model's max" \
