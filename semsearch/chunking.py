@@ -89,7 +89,9 @@ def windows(offsets: list[tuple[int, int]], words: list[int | None], size: int, 
 
     Every window holds at most ``size`` tokens, starts and ends on a word boundary when the word is shorter
     than the window, and the next one starts ``overlap`` tokens before this one ends (rounded back to the start
-    of a word), so every token is in some window and the windows move forward.
+    of a word), so every token is in some window and the windows move forward. The last window is a full one
+    that ends with the text (overlapping its neighbour more), not a short tail: a few tokens alone make a vector
+    that matches queries too easily, and a document scores as its best passage.
     """
     total = len(offsets)
     if total <= size:
@@ -106,6 +108,12 @@ def windows(offsets: list[tuple[int, int]], words: list[int | None], size: int, 
             found -= 1
         return position if same_word(found) else found
 
+    def next_word(position: int) -> int:
+        # the first piece of the next word at or after ``position``
+        while position < total - 1 and same_word(position):
+            position += 1
+        return position
+
     spans, start = [], 0
     while True:
         end = min(start + size, total)
@@ -114,7 +122,12 @@ def windows(offsets: list[tuple[int, int]], words: list[int | None], size: int, 
         spans.append((offsets[start][0], offsets[end - 1][1]))
         if end >= total:
             return spans
-        start = boundary(max(end - overlap, start + 1), start + 1)
+        following = boundary(max(end - overlap, start + 1), start + 1)
+        if following + size >= total:  # the last window: a full one ending with the text, not a short tail
+            anchored = next_word(total - size)
+            if start < anchored < following:
+                following = anchored
+        start = following
 
 
 def tokenizer_file(spec: "EncoderSpec") -> Path | None:

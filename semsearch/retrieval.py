@@ -6,8 +6,9 @@ A folder holds::
     queries.jsonl        {"_id": ..., "text": ...} per line
     qrels/test.tsv       query-id, corpus-id, score (graded; a header row), or qrels.tsv beside the others
 
-Documents are ranked exactly (every query against every document) by a model, or by an existing index,
-and scored with :mod:`semsearch.metrics`. As in BEIR, a document whose id equals the query's id is dropped
+Documents are ranked exactly (every query against every document) by a model, by an existing index, or by a
+temporary index built from the corpus (lexical and hybrid modes, or long texts in passages), and scored with
+:mod:`semsearch.metrics`. As in BEIR, a document whose id equals the query's id is dropped
 from that query's results (some collections hold every query as a document too).
 """
 
@@ -15,14 +16,18 @@ from __future__ import annotations
 
 import csv
 import os
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from .corpus import json_objects
-from .errors import InputError
+from .chunking import Chunking
+from .corpus import Record, json_objects
+from .errors import InputError, choice
+from .fusion import SearchMode
 from .metrics import RECALL_AT, RetrievalMetrics, retrieval_metrics
 from .similarity import normalise_rows
 
@@ -46,6 +51,9 @@ class RetrievalResult:
     metrics: RetrievalMetrics
     ranked_by: str  # the model or index that ranked
     documents: int  # documents ranked over
+    mode: str = "dense"
+    index_seconds: float = 0.0  # building the temporary index (lexical/hybrid modes, passages)
+    passages: int = 0  # vectors of that index (more than documents when long texts are in passages)
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
@@ -140,37 +148,71 @@ def rank_exact(encoder: "Encoder", corpus: dict[str, str], queries: dict[str, st
     return run
 
 
-def rank_with_index(index: "Index", queries: dict[str, str], depth: int) -> dict[str, list[str]]:
+def rank_with_index(index: "Index", queries: dict[str, str], depth: int, mode: SearchMode | str | None = "dense",
+                    alpha: float | None = None) -> dict[str, list[str]]:
     qids = list(queries)
-    hits = index.search([queries[q] for q in qids], k=depth)
+    hits = index.search([queries[q] for q in qids], k=depth, mode=mode, alpha=alpha)
     return {qid: [h.id for h in row] for qid, row in zip(qids, hits)}
+
+
+def build_index(folder: Path, encoder: "Encoder", corpus: dict[str, str], chunking: Chunking | None,
+                batch_size: int = 32) -> "Index":
+    """An index of ``corpus`` (id -> text) in ``folder``, opened with ``encoder`` (for ranking it in any mode)."""
+    from .index import Index, IndexWriter
+
+    with IndexWriter(folder, encoder, chunking=chunking) as writer:
+        writer.add((Record(text, doc_id, n) for n, (doc_id, text) in enumerate(corpus.items(), 1)),
+                   batch_size=batch_size)
+    index = Index.open(folder)
+    index.use_encoder(encoder)
+    return index
 
 
 def evaluate_retrieval(folder: str | os.PathLike, *, index: str | os.PathLike | None = None,
                        model: str | os.PathLike | None = None, encoder: "Encoder | None" = None,
                        split: str = "test", depth: int = DEFAULT_DEPTH, batch_size: int = 32,
-                       ignore_identical_ids: bool = True) -> RetrievalResult:
+                       ignore_identical_ids: bool = True, mode: SearchMode | str | None = SearchMode.DENSE,
+                       alpha: float | None = None, chunking: Chunking | None = None) -> RetrievalResult:
     """nDCG@10, MRR@10, recall@1/10/100 and MAP of ranking a BEIR folder's corpus for its queries.
 
     With ``index``, the documents are those of that index (built from the corpus with ``--id-field _id``)
-    ranked by its own model; otherwise every document of ``corpus.jsonl`` is ranked exactly by ``model``.
+    ranked by its own model in ``mode`` (None: the index's default). Otherwise ``corpus.jsonl`` is ranked by
+    ``model``: exactly in memory in dense mode without ``chunking`` (long texts truncated), else through a
+    temporary index built the way ``semsearch index`` builds one (``chunking``: long texts as passages), searched
+    in ``mode`` (``alpha``: weighted fusion for hybrid, see :mod:`semsearch.fusion`).
     """
     depth = max(depth, max(RECALL_AT))
+    index_seconds, passages = 0.0, 0
     if index is not None:
         from .index import Index
 
         collection = read_beir(folder, split, with_corpus=False)
         with Index.open(index) as opened:
-            run = rank_with_index(opened, collection.queries, depth + 1)
-            ranked_by, documents = f"index {opened.path} ({opened.spec.model})", len(opened)
+            mode = opened.default_mode if mode is None else choice(SearchMode, mode, "search mode")
+            run = rank_with_index(opened, collection.queries, depth + 1, mode, alpha)
+            ranked_by, documents = f"index {opened.path} ({opened.spec.model}, {mode.value})", len(opened)
     else:
         from .encoder import Encoder
 
+        mode = choice(SearchMode, mode or SearchMode.HYBRID, "search mode")
         collection = read_beir(folder, split)
         encoder = encoder or Encoder.load(model)
-        run = rank_exact(encoder, collection.corpus, collection.queries, depth + 1, batch_size)
-        ranked_by, documents = encoder.spec.model, len(collection.corpus)
+        if mode is SearchMode.DENSE and chunking is None:
+            run = rank_exact(encoder, collection.corpus, collection.queries, depth + 1, batch_size)
+            ranked_by = encoder.spec.model
+        else:
+            with tempfile.TemporaryDirectory(prefix="semsearch-eval-") as scratch:
+                started = time.perf_counter()
+                with build_index(Path(scratch) / "index", encoder, collection.corpus, chunking, batch_size) as built:
+                    index_seconds = time.perf_counter() - started
+                    passages = built.manifest.live_vectors
+                    run = rank_with_index(built, collection.queries, depth + 1, mode, alpha)
+            in_passages = f"{passages:,} passages" if passages != len(collection.corpus) else "no passages"
+            ranked_by = (f"{encoder.spec.model}, {mode.value}" + (f" (alpha {alpha:g})" if alpha is not None else "")
+                         + f", temporary index with {in_passages}")
+        documents = len(collection.corpus)
     if ignore_identical_ids:
         run = {qid: [d for d in ranking if d != qid] for qid, ranking in run.items()}
     run = {qid: ranking[:depth] for qid, ranking in run.items()}
-    return RetrievalResult(retrieval_metrics(run, collection.qrels, RECALL_AT, depth), ranked_by, documents)
+    return RetrievalResult(retrieval_metrics(run, collection.qrels, RECALL_AT, depth), ranked_by, documents,
+                           mode.value, index_seconds, passages)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from . import main
-from ._options import COSINE, POOLING_CHOICE, columns_option, model_option, precision_option, skip_invalid_option
+from ._options import (COSINE, POOLING_CHOICE, Finite, chunk_options, chunking_from, columns_option, model_option,
+                       precision_option, skip_invalid_option)
 
 
 @main.group("eval")
@@ -61,13 +62,32 @@ def eval_nli_cmd(file, model, columns, skip_invalid, batch_size) -> None:
 @click.option("--depth", default=1000, show_default=True, type=click.IntRange(100),
               help="Results per query (MAP is over these).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
-def eval_retrieval_cmd(folder, index, model, split, depth, batch_size) -> None:
-    """nDCG@10, MRR@10, recall@1/10/100 and MAP (x100) on a BEIR-layout FOLDER."""
+@click.option("--mode", type=click.Choice(["dense", "lexical", "hybrid"]), default=None,
+              help="How to rank, as for query. [default: hybrid; with --index, the index's default]")
+@click.option("--alpha", type=Finite(0, 1), default=None,
+              help="Hybrid: weighted fusion of normalised scores (ALPHA * dense) instead of reciprocal rank.")
+@chunk_options
+def eval_retrieval_cmd(folder, index, model, split, depth, batch_size, mode, alpha, chunk_tokens, chunk_overlap,
+                       no_chunk) -> None:
+    """nDCG@10, MRR@10, recall@1/10/100 and MAP (x100) on a BEIR-layout FOLDER.
+
+    Without --index the corpus is indexed as `semsearch index` would (long texts in passages; a temporary
+    index), except in --mode dense with --no-chunk, which ranks exactly in memory.
+    """
     from ..retrieval import evaluate_retrieval
 
     if index is not None and model is not None:
         raise click.UsageError("give --index or --model, not both (an index ranks with its own model)")
-    result = evaluate_retrieval(folder, index=index, model=model, split=split, depth=depth, batch_size=batch_size)
+    chunking = chunking_from(chunk_tokens, chunk_overlap, no_chunk)
+    if index is not None and (chunk_tokens is not None or chunk_overlap is not None or no_chunk):
+        raise click.UsageError("--chunk-tokens, --chunk-overlap and --no-chunk build the temporary index; an --index "
+                               "keeps the passages it was built with")
+    if alpha is not None and mode not in (None, "hybrid"):
+        raise click.UsageError("--alpha weighs the sides of --mode hybrid")
+    mode = "hybrid" if alpha is not None and mode is None else mode
+    result = evaluate_retrieval(folder, index=index, model=model, split=split, depth=depth, batch_size=batch_size,
+                                mode=mode if index is not None else (mode or "hybrid"), alpha=alpha,
+                                chunking=chunking)
     m = result.metrics
     click.echo(f"{folder}: {m.queries} queries, {result.documents} documents; ranked by {result.ranked_by}"
                + (f"; {m.skipped} judged queries without a relevant document left out" if m.skipped else ""))
