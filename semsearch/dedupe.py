@@ -17,7 +17,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,7 +27,8 @@ import numpy as np
 from .corpus import Format, guess_format
 from .errors import IndexFormatError, InputError, SemsearchError, choice
 from .vectors import IndexTypeError
-from .mining import DEFAULT_THRESHOLD, Keep, Pairs, check_threshold, exact_scores, mine_pairs, plan_keep, select_top_k
+from .mining import (DEFAULT_THRESHOLD, Keep, Pairs, check_threshold, document_pairs, exact_scores,
+                     max_pair_similarity, mine_pairs, plan_keep, select_top_k)
 from .similarity import normalise_rows
 
 OUT_FORMATS = (Format.JSONL, Format.CSV)  # what --out writes
@@ -120,33 +121,42 @@ def dedupe(corpus: str | os.PathLike | None = None, index: str | os.PathLike | N
            mode: Mode | str = Mode.EXACT, model: str | None = None, format: str | None = None,
            text_field: str = "text", id_field: str | None = "id", batch_size: int = 32,
            chunk_size: int | None = None, device: str | None = None, sample: int = 1000,
-           progress: bool = False) -> DedupeResult:
+           progress: bool = False, passages: bool = False) -> DedupeResult:
     """Mine ``corpus`` (embedded first) or, without one, ``index`` (its stored vectors) for near-duplicates.
 
     Pairs with cosine >= ``threshold`` are grouped into clusters (connected components); each cluster
     keeps one document (``keep``: the first, or the longest text) and drops the others.
-    ``progress`` shows bars on stderr.
+    ``progress`` shows bars on stderr. An index whose long documents are in passages is mined by document (two
+    documents score as their most similar passages), or with ``passages`` passage by passage (ids
+    ``ID#N`` for passage N of a document of several).
     """
     threshold = check_threshold(threshold)
     keep, mode = choice(Keep, keep, "keep rule"), choice(Mode, mode, "mode")
     if corpus is not None and index is not None:
         raise SemsearchError("give a corpus file or an index, not both")
+    owners = None
     if corpus is not None:
+        if passages:
+            raise SemsearchError("passages are those of an index: dedupe --passages needs --index")
         documents, vectors, encode_seconds, source = corpus_vectors(
             corpus, model=model, format=format, text_field=text_field, id_field=id_field,
             batch_size=batch_size, device=device, progress=progress)
     else:
-        documents, vectors, source = index_vectors(index)
+        documents, vectors, source, owners = index_vectors(index, passages=passages)
         encode_seconds = 0.0
     result = dedupe_vectors(vectors, documents, threshold=threshold, top_k=top_k, keep=keep, mode=mode,
-                            chunk_size=chunk_size, device=device, sample=sample, progress=progress)
+                            chunk_size=chunk_size, device=device, sample=sample, progress=progress, owners=owners)
     result.source, result.encode_seconds = source, encode_seconds
     return result
 
 
-def index_vectors(index: str | os.PathLike | None = None) -> tuple[list[Document], np.ndarray, str]:
-    """The documents of an index (row-id order) and their stored vectors: nothing is re-encoded."""
+def index_vectors(index: str | os.PathLike | None = None, *,
+                  passages: bool = False) -> tuple[list[Document], np.ndarray, str, np.ndarray | None]:
+    """The documents of an index (row-id order), their stored vectors (nothing is re-encoded) and, when some
+    document has several (passages), the document of each vector (else None). ``passages``: one document per
+    passage instead (``ID#N`` for passage N of a document of several, its text the passage's)."""
     from .index import Index
+    from .index.passages import passages_of, rowids_of
 
     with Index.open(index) as opened:
         try:
@@ -156,13 +166,29 @@ def index_vectors(index: str | os.PathLike | None = None) -> tuple[list[Document
                 f"{opened.path}: its FAISS index ({opened.manifest.faiss.get('factory')}) cannot return the stored "
                 f"vectors ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); dedupe the corpus "
                 "file instead: semsearch dedupe CORPUS") from None
-        stored = opened.fetch_rowids(rowids.tolist())
+        vector_ids, rowids = rowids, rowids_of(rowids)
+        stored = opened.fetch_rowids(np.unique(rowids).tolist())
         missing = [r for r in rowids.tolist() if r not in stored]
         if missing:
             raise IndexFormatError(f"{opened.path}: {len(missing)} vectors have no document (first row id "
                                    f"{missing[0]}); the index is damaged")
-        documents = [Document(position, stored[r].id, stored[r].text) for position, r in enumerate(rowids.tolist())]
-        return documents, vectors, str(opened.path)
+        if passages:
+            documents = []
+            for position, (rowid, number) in enumerate(zip(rowids.tolist(), passages_of(vector_ids).tolist())):
+                doc = stored[rowid]
+                if doc.passages is None:
+                    documents.append(Document(position, doc.id, doc.text))
+                else:
+                    start, end = doc.passage(number)
+                    documents.append(Document(position, f"{doc.id}#{number}", doc.text[start:end]))
+            return documents, vectors, str(opened.path), None
+        order = list(dict.fromkeys(rowids.tolist()))  # row-id order, each document once
+        documents = [Document(position, stored[r].id, stored[r].text) for position, r in enumerate(order)]
+        if len(order) == len(rowids):
+            return documents, vectors, str(opened.path), None
+        position_of = {r: p for p, r in enumerate(order)}
+        owners = np.array([position_of[r] for r in rowids.tolist()], dtype=np.int64)
+        return documents, vectors, str(opened.path), owners
 
 
 def corpus_vectors(corpus: str | os.PathLike, *, model: str | None = None, format: str | None = None,
@@ -188,28 +214,35 @@ def corpus_vectors(corpus: str | os.PathLike, *, model: str | None = None, forma
 def dedupe_vectors(vectors: np.ndarray, documents: Sequence[Document], *, threshold: float = DEFAULT_THRESHOLD,
                    top_k: int | None = None, keep: Keep | str = Keep.FIRST, mode: Mode | str = Mode.EXACT,
                    chunk_size: int | None = None, device: str | None = None, sample: int = 1000,
-                   progress: bool = False, source: str = "") -> DedupeResult:
-    """Mine ``vectors`` (row ``i`` belongs to ``documents[i]``) and turn the pairs into clusters and a plan."""
+                   progress: bool = False, source: str = "", owners: np.ndarray | None = None) -> DedupeResult:
+    """Mine ``vectors`` (row ``i`` belongs to ``documents[i]``, or with ``owners`` to ``documents[owners[i]]``:
+    documents of several vectors, scored by their best pair) and turn the pairs into clusters and a plan."""
     keep, mode = choice(Keep, keep, "keep rule"), choice(Mode, mode, "mode")
-    if len(vectors) != len(documents):
+    if owners is None and len(vectors) != len(documents):
         raise SemsearchError(f"{len(vectors)} vectors for {len(documents)} documents")
     import torch  # noqa: F401  (imported before the clock starts: its import is not mining time)
 
     started = time.perf_counter()
     recall = None
-    with _bar(len(documents), progress) as bar:
-        if len(documents) < 2:
-            pairs = mine_pairs(vectors, threshold, top_k=top_k, chunk_size=chunk_size, device=device)
+    vector_top_k = top_k if owners is None else None  # passages: every pair, top k applies to the documents
+    with _bar(len(vectors), progress) as bar:
+        if len(vectors) < 2:
+            pairs = mine_pairs(vectors, threshold, top_k=vector_top_k, chunk_size=chunk_size, device=device)
             search = "fewer than two documents: nothing to compare"
         elif mode is Mode.EXACT:
-            pairs = mine_pairs(vectors, threshold, top_k=top_k, chunk_size=chunk_size, device=device,
+            pairs = mine_pairs(vectors, threshold, top_k=vector_top_k, chunk_size=chunk_size, device=device,
                                progress=bar.update)
             search = f"exact, {pairs.dtype} search in blocks of {pairs.chunk_size}, float64 re-scoring"
         else:
-            pairs, recall, search = mine_approximate(vectors, threshold, top_k=top_k, sample=sample,
+            pairs, recall, search = mine_approximate(vectors, threshold, top_k=vector_top_k, sample=sample,
                                                      progress=bar.update)
+    similarity = None
+    if owners is not None:  # passages: pairs of documents from pairs of their passages
+        pairs = document_pairs(replace(pairs, top_k=top_k), owners, len(documents))
+        similarity = max_pair_similarity(vectors, owners)
+        search += f"; {len(vectors):,} passages, a pair of documents scored as its most similar passages"
     mine_seconds = time.perf_counter() - started
-    plan = plan_keep(pairs, vectors, keep, lengths=[len(d.text) for d in documents])
+    plan = plan_keep(pairs, vectors, keep, lengths=[len(d.text) for d in documents], similarity=similarity)
     docs = list(documents)
     clusters = [
         Cluster(number, docs[g.representative], tuple(

@@ -565,17 +565,19 @@ def find_clusters(pairs: Pairs) -> list[np.ndarray]:
 
 
 def plan_keep(pairs: Pairs, embeddings, keep: Keep | str = Keep.FIRST,
-              lengths: Sequence[int] | None = None) -> KeepPlan:
+              lengths: Sequence[int] | None = None,
+              similarity: Callable[[np.ndarray, int], np.ndarray] | None = None) -> KeepPlan:
     """Group the pairs, keep one representative per group (and every document in no pair), drop the rest.
 
     ``keep="longest"`` needs ``lengths`` (text length of every document). Each dropped document comes with
     its exact cosine to the representative and its best pair (a chain can join documents that are not
-    near-duplicates of the representative themselves).
+    near-duplicates of the representative themselves). ``similarity(members, representative)`` replaces that
+    cosine of rows of ``embeddings`` (documents of several vectors: see :func:`document_pairs`).
     """
     keep = choice(Keep, keep, "keep rule")
     if keep is Keep.LONGEST and lengths is None:
         raise SemsearchError("keep='longest' needs the text lengths of the documents")
-    matrix = _as_matrix(embeddings) if pairs.n else np.zeros((0, 0), np.float32)
+    matrix = _as_matrix(embeddings) if pairs.n and similarity is None else np.zeros((pairs.n, 0), np.float32)
     if len(matrix) != pairs.n:
         raise SemsearchError(f"the pairs were mined from {pairs.n} documents but {len(matrix)} embeddings were given")
     best_partner: dict[int, tuple[float, int]] = {}
@@ -592,7 +594,8 @@ def plan_keep(pairs: Pairs, embeddings, keep: Keep | str = Keep.FIRST,
         else:
             representative = int(component[0])
         members = component[component != representative]
-        scores = cosine(matrix[members], matrix[representative])
+        scores = similarity(members, representative) if similarity is not None else \
+            cosine(matrix[members], matrix[representative])
         order = np.lexsort((members, -scores))
         members, scores = members[order], scores[order]
         links = np.array([best_partner[m][1] for m in members.tolist()], dtype=np.int64)
@@ -608,6 +611,45 @@ def plan_keep(pairs: Pairs, embeddings, keep: Keep | str = Keep.FIRST,
                     np.asarray(drop_scores, dtype=np.float64)[order], keep)
 
 
-__all__ = ["DEFAULT_THRESHOLD", "Keep", "Pair", "Pairs", "Group", "KeepPlan", "mine_pairs", "select_top_k",
+def document_pairs(pairs: Pairs, owners: np.ndarray, documents: int) -> Pairs:
+    """Pairs of documents from pairs of their vectors (``owners[i]``: the document of vector ``i``): a document
+    pair scores as its best vector pair, pairs inside one document go. Exact when ``pairs`` holds every vector
+    pair >= the threshold (a document pair is >= it exactly when some pair of its vectors is). ``top_k`` is
+    applied to the documents' pairs."""
+    owners = np.asarray(owners, dtype=np.int64)
+    a, b = owners[pairs.left], owners[pairs.right]
+    left, right = np.minimum(a, b), np.maximum(a, b)
+    keep = left != right
+    left, right, scores = left[keep], right[keep], pairs.scores[keep]
+    order = np.lexsort((-scores, right, left))  # per document pair, its best score first
+    left, right, scores = left[order], right[order], scores[order]
+    first = np.r_[True, (left[1:] != left[:-1]) | (right[1:] != right[:-1])] if len(left) else np.zeros(0, bool)
+    left, right, scores = left[first], right[first], scores[first]
+    if pairs.top_k is not None:
+        chosen = select_top_k(left, right, scores, pairs.top_k)
+        left, right, scores = left[chosen], right[chosen], scores[chosen]
+    order = np.lexsort((right, left, -scores))
+    return Pairs(left[order], right[order], scores[order], pairs.threshold, documents, pairs.top_k, pairs.candidates,
+                 pairs.dtype, pairs.chunk_size)
+
+
+def max_pair_similarity(embeddings, owners: np.ndarray) -> Callable[[np.ndarray, int], np.ndarray]:
+    """``similarity(members, representative)`` for :func:`plan_keep`: each member document's best cosine between
+    one of its vectors and one of the representative's."""
+    matrix = _as_matrix(embeddings)
+    owners = np.asarray(owners, dtype=np.int64)
+
+    def similarity(members: np.ndarray, representative: int) -> np.ndarray:
+        rep_rows = matrix[owners == representative]
+        out = np.empty(len(members), dtype=np.float64)
+        for i, member in enumerate(np.asarray(members).tolist()):
+            rows = matrix[owners == member]
+            out[i] = max(float(cosine(rows, r).max()) for r in rep_rows)
+        return np.clip(np.round(out, _DECIMALS), -1.0, 1.0)
+
+    return similarity
+
+
+__all__ = ["DEFAULT_THRESHOLD", "document_pairs", "max_pair_similarity", "Keep", "Pair", "Pairs", "Group", "KeepPlan", "mine_pairs", "select_top_k",
            "find_clusters", "plan_keep", "exact_scores", "auto_chunk_size", "available_memory", "rounding_margin",
            "check_threshold"]

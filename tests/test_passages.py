@@ -301,3 +301,50 @@ def test_cli_chunk_options_refuse_what_cannot_work(tmp_path, index_home, tiny_mo
     assert result.exit_code == code and message in result.stderr, result.output
     assert result.stderr.count("\n") == (1 if code == 1 else result.stderr.count("\n"))
     assert not (index_home / "x" / "manifest.json").exists()
+
+
+# ---------------------------------------------------------------- dedupe by document or by passage
+def test_dedupe_scores_documents_by_their_most_similar_passages(tmp_path):
+    from semsearch.dedupe import dedupe
+
+    encoder = ChunkingFake()
+    docs = {f"d{i}": long_text(i, 45) for i in range(8)}
+    folder = tmp_path / "idx"
+    build(folder, encoder, docs)
+    spans = spans_of(folder)
+    shared = docs["d1"][slice(*spans["d1"][1])]  # d9 is one passage of d1, word for word: cosine 1
+    build(folder, encoder, {"d9": shared})
+    docs["d9"] = shared
+    spans = spans_of(folder)
+    threshold = 0.5
+    result = dedupe(index=folder, threshold=threshold)
+    pieces = {i: [t] if len(spans[i]) == 1 else [t[s:e] for s, e in spans[i]] for i, t in docs.items()}
+    vectors = {i: encoder.encode(p) for i, p in pieces.items()}
+    expected = {}
+    ids = list(docs)
+    for a in range(len(ids)):
+        for b in range(a + 1, len(ids)):
+            best = float((vectors[ids[a]] @ vectors[ids[b]].T).max())
+            if best >= threshold:
+                expected[(ids[a], ids[b])] = best
+    found = {(p.a.id, p.b.id): p.score for p in result.pairs}
+    assert found.keys() == expected.keys() and ("d1", "d9") in found
+    for key, score in expected.items():
+        assert found[key] == pytest.approx(score, abs=1e-6)
+    assert len(result.documents) == len(docs)
+    for drop in result.dropped:  # each dropped document's score: its best passage pair with the one kept
+        best = float((vectors[drop.document.id] @ vectors[drop.duplicate_of.id].T).max())
+        assert drop.score == pytest.approx(best, abs=1e-6)
+    strict = dedupe(index=folder, threshold=0.999)
+    assert [(d.document.id, d.duplicate_of.id, round(d.score, 6)) for d in strict.dropped] == [("d9", "d1", 1.0)]
+    by_passage = dedupe(index=folder, threshold=0.999, passages=True)
+    assert {(p.a.id, p.b.id) for p in by_passage.pairs} == {("d1#1", "d9")}
+    assert len(by_passage.documents) == sum(len(s) for s in spans.values())
+    top1 = dedupe(index=folder, threshold=threshold, top_k=1)
+    assert {(p.a.id, p.b.id) for p in top1.pairs} <= found.keys() and ("d1", "d9") in {(p.a.id, p.b.id) for p in
+                                                                                        top1.pairs}
+
+
+def test_dedupe_cli_passages_flag(tmp_path, index_home):
+    result = CliRunner().invoke(main, ["dedupe", str(tmp_path / "c.jsonl"), "--passages"])
+    assert result.exit_code == 2 and "--passages applies to an --index" in result.stderr

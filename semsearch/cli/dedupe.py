@@ -33,9 +33,12 @@ from .render import clip, json_line, one_line, text_room
 @click.option("--text-field", default="text", show_default=True, help="Field holding the text (CORPUS).")
 @click.option("--id-field", default="id", show_default=True, help="Field holding the document id (CORPUS).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--passages", is_flag=True,
+              help="--index: compare passages (ids ID#N), not documents (by default a document of several passages "
+                   "scores as its most similar passage).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_json, approximate, chunk_size,
-               fmt, text_field, id_field, batch_size, quiet) -> None:
+               fmt, text_field, id_field, batch_size, passages, quiet) -> None:
     """Find near-duplicate documents: every pair with cosine >= the threshold, grouped into clusters.
 
     Mines CORPUS (embedded first, same formats as `index`) or, without one, the stored vectors of
@@ -49,6 +52,8 @@ def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_j
         raise click.UsageError("give a CORPUS file or --index NAME, not both")
     if corpus is None and model is not None:
         raise click.UsageError("--model applies to a CORPUS; an index is mined from its stored vectors")
+    if corpus is not None and passages:
+        raise click.UsageError("--passages applies to an --index (its stored passages); a CORPUS is mined whole")
     if out is not None:
         try:
             out_format(out)
@@ -58,7 +63,7 @@ def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_j
     result = dedupe(corpus, index, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, top_k=top_k,
                     keep=keep or "first", mode="approximate" if approximate else "exact", model=model,
                     format=fmt, text_field=text_field, id_field=id_field, batch_size=batch_size,
-                    chunk_size=chunk_size, progress=not quiet and sys.stderr.isatty())
+                    chunk_size=chunk_size, progress=not quiet and sys.stderr.isatty(), passages=passages)
     rows = result_rows(result, view)
     if out is not None:
         write_rows(out, rows, view_fields(view, lines=corpus is not None))
