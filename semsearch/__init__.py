@@ -15,7 +15,8 @@ _EXPORTS = {
     "Pooling": "pooling",
     "Index": "index", "IndexWriter": "index", "Hit": "index", "AddReport": "index", "compact": "index",
     "Record": "corpus", "read_records": "corpus",
-    "index_corpus": "api", "search": "api",
+    "index_corpus": "api", "index_folder": "api", "search": "api",
+    "SearchMode": "fusion", "Chunking": "chunking",
     "evaluate_sts": "evaluation", "StsResult": "evaluation",
     "evaluate_pairs": "evaluation", "evaluate_triplets": "evaluation", "evaluate_nli": "evaluation",
     "evaluate_retrieval": "retrieval", "RetrievalResult": "retrieval", "RetrievalMetrics": "metrics",
@@ -39,13 +40,15 @@ def __getattr__(name: str):
 
 
 if TYPE_CHECKING:  # every name of _EXPORTS, for type checkers and IDEs (a test keeps the two in step)
-    from .api import index_corpus, search
+    from .api import index_corpus, index_folder, search
+    from .chunking import Chunking
     from .corpus import Record, read_records
     from .dedupe import DedupeResult, dedupe
     from .encoder import DEFAULT_MODEL, Encoder, EncoderSpec
     from .errors import (IndexDamaged, IndexFormatError, IndexNotFoundError, InferenceOnly, InputError,
                          InvalidArgument, ModelError, SemsearchError, UnsupportedModel, WriterBusy)
     from .evaluation import StsResult, evaluate_nli, evaluate_pairs, evaluate_sts, evaluate_triplets
+    from .fusion import SearchMode
     from .index import AddReport, Hit, Index, IndexWriter, compact
     from .metrics import RetrievalMetrics
     from .mining import DEFAULT_THRESHOLD, Keep, KeepPlan, Pairs, find_clusters, mine_pairs, plan_keep

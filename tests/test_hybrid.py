@@ -220,7 +220,7 @@ def test_an_index_without_a_lexical_index_searches_dense_and_says_why_not_hybrid
         index.use_encoder(fake_encoder)
         assert index.default_mode is SearchMode.DENSE
         assert {h.mode for h in search("river", index, k=2)[0]} == {None}
-        with pytest.raises(SemsearchError, match="has no lexical index, so only --mode dense works"):
+        with pytest.raises(SemsearchError, match=r"has no lexical index \(an index of an earlier format\), so only --mode dense works; the next write builds it"):
             index.search("river", mode="hybrid")
 
 

@@ -277,8 +277,9 @@ class Index:
     def _mode(self, mode, threshold, alpha, passages) -> SearchMode:
         mode = self.default_mode if mode is None else choice(SearchMode, mode, "search mode")
         if mode is not SearchMode.DENSE and not self.manifest.lexical:
-            raise SemsearchError(f"{self.path}: has no lexical index, so only --mode dense works (it is built by "
-                                 f"the next write, or now by: semsearch check --repair --index {self.path})")
+            raise SemsearchError(f"{self.path}: has no lexical index (an index of an earlier format), so only "
+                                 "--mode dense works; the next write builds it, or now: semsearch compact --index "
+                                 f"{self.path}")
         if threshold is not None and mode is not SearchMode.DENSE:
             raise SemsearchError(f"a cosine threshold applies to dense search; {mode.value} scores are not cosines "
                                  "(use --mode dense with --threshold)")

@@ -57,9 +57,11 @@ def load_segment(folder: Path, manifest: Manifest, segment: Segment, *, mmap: bo
 
 
 def save_segment(store: VectorStore, path: Path) -> None:
-    """Write a segment file; FAISS's write errors (a full disk) become the OSError they are, which the writer
-    turns into its one-line "cannot write" and rolls back."""
+    """Write a segment file; FAISS's write errors (a full disk) become the one-line "cannot write" of any other
+    failed write (the writer rolls back)."""
     import errno
+
+    from .files import os_error
 
     try:
         store.save(path)
@@ -67,7 +69,7 @@ def save_segment(store: VectorStore, path: Path) -> None:
         text = str(exc)
         for code in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
             if os.strerror(code) in text:
-                raise OSError(code, os.strerror(code), str(path)) from None
+                raise os_error(path.parent, OSError(code, os.strerror(code))) from None
         raise
 
 
