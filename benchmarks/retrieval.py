@@ -247,8 +247,11 @@ def main(argv: list[str] | None = None) -> None:
         f"its two special tokens ({chunker.tokens} tokens) overlapping by {chunker.overlap}; `--no-chunk` embeds the "
         "first 256 tokens of a text. Every mode searches the same index; each side of a hybrid search contributes "
         f"its best {DEPTH} candidates (min-max normalised over those for weighted fusion).",
-        f"- Tuning: nothing was tuned; the weighted rows show the alphas tried. On the first {len(tune)} queries the "
-        f"best alpha is {best_alpha}; the other {len(held_out)} queries are reported separately.",
+        f"- Tuning: no setting was fitted; the weighted rows show the alphas tried. On the first {len(tune)} queries "
+        f"the best alpha is {best_alpha}; the other {len(held_out)} queries are reported separately. One design "
+        "choice was made after looking at the data, inside the tuning set: a long text's last passage is a full "
+        "window ending with the text rather than a short tail (a `--quick` run, 300 abstracts and 40 of the first "
+        "100 queries, gave dense nDCG@10 53.67 with tails, 54.34 with full last windows, 55.03 truncated).",
         "", "## Cranfield", "",
         *table(rows, qrels, subsets), "",
         f"Goal: hybrid (default settings) ≥ dense + 3.0 nDCG@10 on all queries: {hybrid_ndcg:.2f} vs "

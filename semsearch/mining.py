@@ -650,6 +650,7 @@ def max_pair_similarity(embeddings, owners: np.ndarray) -> Callable[[np.ndarray,
     return similarity
 
 
-__all__ = ["DEFAULT_THRESHOLD", "document_pairs", "max_pair_similarity", "Keep", "Pair", "Pairs", "Group", "KeepPlan", "mine_pairs", "select_top_k",
+__all__ = ["DEFAULT_THRESHOLD", "document_pairs", "max_pair_similarity",
+           "Keep", "Pair", "Pairs", "Group", "KeepPlan", "mine_pairs", "select_top_k",
            "find_clusters", "plan_keep", "exact_scores", "auto_chunk_size", "available_memory", "rounding_margin",
            "check_threshold"]

@@ -116,7 +116,8 @@ def test_modes_rank_as_their_sides_and_fuse_both(built, fake_encoder):
         by_id = {h.id: h for h in hybrid}
         dense_rank = {h.id: h.rank for h in dense}
         for hit in hybrid:  # each side's rank and score, and the fused score from them
-            expected = (1 / (60 + hit.dense.rank) if hit.dense else 0) + (1 / (60 + hit.lexical.rank) if hit.lexical else 0)
+            expected = ((1 / (60 + hit.dense.rank) if hit.dense else 0)
+                        + (1 / (60 + hit.lexical.rank) if hit.lexical else 0))
             assert hit.score == pytest.approx(expected)
             if hit.id in dense_rank:
                 assert hit.dense.rank == dense_rank[hit.id]
@@ -220,7 +221,8 @@ def test_an_index_without_a_lexical_index_searches_dense_and_says_why_not_hybrid
         index.use_encoder(fake_encoder)
         assert index.default_mode is SearchMode.DENSE
         assert {h.mode for h in search("river", index, k=2)[0]} == {None}
-        with pytest.raises(SemsearchError, match=r"has no lexical index \(an index of an earlier format\), so only --mode dense works; the next write builds it"):
+        with pytest.raises(SemsearchError, match=r"has no lexical index \(an index of an earlier format\), so only "
+                                                 "--mode dense works; the next write builds it"):
             index.search("river", mode="hybrid")
 
 

@@ -219,8 +219,8 @@ class Index:
         ``mode``: ``dense`` (cosine of embeddings), ``lexical`` (FTS5 bm25) or ``hybrid`` (both, fused by
         reciprocal rank, or by ``alpha * dense + (1 - alpha) * lexical`` of min-max normalised scores when
         ``alpha`` is given), see :mod:`semsearch.fusion`; None: :attr:`default_mode` (hybrid when the index has
-        a lexical index, else dense). The default here is dense, as before hybrid search existed. ``filters`` (``["lang=en", "year>=2020"]``, see :mod:`semsearch.filters`)
-        restrict both sides to the matching documents before searching, so k results come back whenever k
+        a lexical index, else dense). The default here is dense, as before hybrid search existed. ``filters``
+        (``["lang=en", "year>=2020"]``, see :mod:`semsearch.filters`) restrict both sides to the matching documents before searching, so k results come back whenever k
         documents match. ``threshold`` (dense mode) keeps hits with cosine >= it. ``nprobe`` (IVF indexes) and
         ``ef_search`` (HNSW) override the search defaults in the manifest.
 
@@ -243,7 +243,8 @@ class Index:
         if k < 1:
             raise SemsearchError(f"k must be at least 1, got {k}")
         mode = self._mode(mode, threshold, alpha, passages)
-        if mode is not SearchMode.DENSE and (texts is None or (vectors is not None and len(texts) != len(np.atleast_2d(vectors)))):
+        if mode is not SearchMode.DENSE and (texts is None or (
+                vectors is not None and len(texts) != len(np.atleast_2d(vectors)))):
             raise SemsearchError(f"{mode.value} search needs the query texts, one per query vector")
         if mode is not SearchMode.LEXICAL:
             self.segments.check_knobs(nprobe, ef_search)
