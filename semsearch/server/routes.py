@@ -59,7 +59,7 @@ def health(request: Request) -> dict:
 @router.get("/info", dependencies=READ)
 def info(request: Request) -> dict:
     """The index (name, documents, generation, encoder, manifest) and the server's limits and counters."""
-    from ..maintenance import info as index_info
+    from ..index.maintenance import info as index_info
 
     state = _state(request)
     limits = state.limits
