@@ -124,25 +124,6 @@ def test_lean_backend_equals_transformers(tmp_path, tiny_encoder, pooling):
         lean.model.train()
 
 
-def test_query_path_does_not_import_transformers(tmp_path, tiny_model_dir):
-    import subprocess
-    import sys
-
-    code = f"""
-import json, sys
-from pathlib import Path
-from semsearch.api import index_corpus, search
-corpus = Path({str(tmp_path)!r}) / "c.jsonl"
-corpus.write_text(json.dumps({{"text": "hello there"}}) + "\\n")
-index_corpus(corpus, {str(tmp_path / "ix")!r}, model={str(tiny_model_dir)!r})
-hits = search("hello", {str(tmp_path / "ix")!r})
-print(hits[0][0].text, "transformers" in sys.modules)
-"""
-    out = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "hello there False"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["transformers", "lean"])
 def test_bundled_model_matches_sentence_transformers_on_stsb(backend):

@@ -4,7 +4,7 @@ Each command parses its options, calls one library function and renders the resu
 (:class:`~semsearch.errors.SemsearchError`) become one-line messages with exit code 1, in one place.
 
 The commands live in one module per group: :mod:`.index` (index, query, delete, info, check,
-demo-corpus), :mod:`.evaluate` (the ``eval`` group), :mod:`.train` and :mod:`.dedupe`; the options they
+demo-corpus), :mod:`.evaluate` (the ``eval`` group), :mod:`.train`, :mod:`.dedupe` and :mod:`.model`; the options they
 share are in :mod:`._options`. Importing this package registers them all on :func:`main`.
 """
 
@@ -36,6 +36,6 @@ def main() -> None:
 
 
 # Register the commands on `main` (each module imports `main` from here, so this comes last).
-from . import dedupe, evaluate, index, train  # noqa: E402,F401
+from . import dedupe, evaluate, index, model, train  # noqa: E402,F401
 
 __all__ = ["main"]

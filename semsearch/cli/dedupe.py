@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from . import main
-from ._options import index_option, model_option
+from ._options import backend_option, index_option, model_option
 
 DEDUPE_OUT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")
 
@@ -37,6 +37,7 @@ DEDUPE_OUT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")
 @click.option("--text-field", default="text", show_default=True, help="Field holding the text (CORPUS).")
 @click.option("--id-field", default="id", show_default=True, help="Field holding the document id (CORPUS).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@backend_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_json, approximate, chunk_size,
                fmt, text_field, id_field, batch_size, quiet) -> None:
