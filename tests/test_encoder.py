@@ -175,3 +175,23 @@ def test_precision_is_checked_and_old_specs_read_as_fp32(tiny_model_dir):
     old = {"model": "m", "fingerprint": "sha256:x", "pooling": "mean", "dimension": 8}  # format-1 manifests before bf16
     assert EncoderSpec.from_dict(old).precision == "fp32"
     assert EncoderSpec.from_dict({**old, "precision": "bf16"}).to_dict()["precision"] == "bf16"
+
+
+def test_fast_tokenizer_equals_transformers_tokenizer(tiny_model_dir):
+    """tokenizer.json through the `tokenizers` library gives transformers' tokens, truncation and padding."""
+    from transformers import AutoTokenizer
+
+    from semsearch.tokenizer import FastTokenizer
+
+    ours, theirs = FastTokenizer(tiny_model_dir), AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    texts = SENTENCES + ["word " * 40, "naïve café déjà-vu", "C'est l'été!"]
+    assert ours.pad_token_id == theirs.pad_token_id
+    assert ours.model_max_length == theirs.model_max_length
+    for limit in (5, 12, None):
+        expected = theirs(texts, truncation=limit is not None, max_length=limit)
+        ids, types = ours.token_ids(texts, limit)
+        assert ids == expected["input_ids"] and types == expected["token_type_ids"]
+    padded = ours(texts, padding=True, truncation="longest_first", max_length=12, return_tensors="pt")
+    expected = theirs(texts, padding=True, truncation="longest_first", max_length=12, return_tensors="pt")
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(padded[key], expected[key]), key
