@@ -64,9 +64,13 @@ def export_transformer(folder: Path, fingerprint: str, *, force: bool = False) -
     """Export the transformer in ``folder`` (whose weights have ``fingerprint``), verify it, cache it."""
     started = time.perf_counter()
     target = export_dir(fingerprint)
-    target.parent.mkdir(parents=True, exist_ok=True)
     work = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    work.mkdir()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        work.mkdir()
+    except OSError as exc:
+        raise ModelError(f"{target.parent}: cannot write the ONNX cache ({exc.strerror or exc}); "
+                         "set $SEMSEARCH_CACHE to a writable folder") from None
     try:
         try:
             record = _export_and_verify(folder, fingerprint, work)
@@ -78,8 +82,11 @@ def export_transformer(folder: Path, fingerprint: str, *, force: bool = False) -
             _refuse(target, fingerprint, message)
             raise ModelError(message) from None
         record["seconds"] = round(time.perf_counter() - started, 2)
-        _write_json(work / EXPORT_FILE, record)
-        _install(work, target, force=force)
+        try:
+            _write_json(work / EXPORT_FILE, record)
+            _install(work, target, force=force)
+        except OSError as exc:
+            raise ModelError(f"{target}: cannot write the export ({exc.strerror or exc})") from None
     finally:
         if work.exists():  # ours: made above under a unique name
             shutil.rmtree(work)
@@ -243,7 +250,10 @@ def _refuse(target: Path, fingerprint: str, reason: str) -> None:
     """Leave ``refused.json`` so that ``backend="auto"`` stops trying (``semsearch model export`` tries again)."""
     if read_export(fingerprint) is not None:
         return  # a good export exists (another process): nothing to refuse
-    target.mkdir(parents=True, exist_ok=True)
-    _write_json(target / REFUSED_FILE, {"fingerprint": fingerprint, "reason": reason,
-                                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                        "versions": _versions()})
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        _write_json(target / REFUSED_FILE, {"fingerprint": fingerprint, "reason": reason,
+                                            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                            "versions": _versions()})
+    except OSError:
+        pass  # best effort: without the note, the next run tries again

@@ -227,6 +227,17 @@ def test_auto_warns_and_runs_torch_when_the_export_fails(tiny_model_dir, private
     assert result.exit_code == 1 and result.output.startswith("Error: ") and "Traceback" not in result.output
 
 
+def test_an_unwritable_cache_is_a_clear_error_and_auto_runs_torch(tiny_model_dir, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("SEMSEARCH_CACHE", str(blocker))
+    with pytest.raises(ModelError, match=r"not-a-folder/onnx: cannot write the ONNX cache .*set \$SEMSEARCH_CACHE"):
+        Encoder.load(tiny_model_dir, backend="onnx")
+    with pytest.warns(BackendFallbackWarning, match="cannot write the ONNX cache"):
+        assert Encoder.load(tiny_model_dir, backend="auto", device="cpu").backend == "lean"
+    assert blocker.read_text() == "a file where the cache folder would go"
+
+
 # ---------------------------------------------------------------------------------------------- threads
 def test_one_query_runs_on_the_callers_thread_and_batches_spread(tiny_onnx, monkeypatch):
     seen: list[str] = []
