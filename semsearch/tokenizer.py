@@ -57,7 +57,9 @@ class FastTokenizer:
                 else:
                     self._tokenizer.enable_truncation(max_length)
                 self._truncation = max_length
-            encodings = self._tokenizer.encode_batch(list(texts))
+            texts = list(texts)
+            # One text: encode() on this thread; encode_batch() would hand it to the library's thread pool.
+            encodings = [self._tokenizer.encode(texts[0])] if len(texts) == 1 else self._tokenizer.encode_batch(texts)
         return [e.ids for e in encodings], [e.type_ids for e in encodings]
 
     def __call__(self, texts, padding=False, truncation=False, max_length=None, return_attention_mask=True,
