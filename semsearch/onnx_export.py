@@ -67,6 +67,7 @@ def export_transformer(folder: Path, fingerprint: str, *, force: bool = False) -
     work = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(target)
         work.mkdir()
     except OSError as exc:
         raise ModelError(f"{target.parent}: cannot write the ONNX cache ({exc.strerror or exc}); "
@@ -240,6 +241,25 @@ def _install(work: Path, target: Path, *, force: bool) -> None:
         os.rename(work, target)
         shutil.rmtree(old)
     _fsync(target.parent)
+
+
+def _remove_abandoned(target: Path) -> None:
+    """Remove the ``.<hex>.<pid>.<random>.tmp`` folders (named so by this module) of killed exports of the same
+    fingerprint: those whose process is gone."""
+    for leftover in target.parent.glob(f".{target.name}.*"):
+        parts = leftover.name.split(".")
+        if leftover.name.endswith(".tmp") and len(parts) == 5 and parts[2].isdigit() and not _alive(int(parts[2])):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fingerprint_of(work: Path) -> str:

@@ -169,6 +169,22 @@ def test_a_second_export_keeps_the_first_and_leaves_nothing_behind(tiny_model_di
     assert leftovers(private_cache) == []
 
 
+def test_a_killed_exports_leftover_is_removed_by_the_next(tiny_model_dir, private_cache):
+    from semsearch.onnx_export import export_model
+
+    fingerprint = Encoder.load(tiny_model_dir).spec.fingerprint
+    folder = export_dir(fingerprint)
+    folder.parent.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    abandoned = folder.parent / f".{folder.name}.{dead.stdout.strip()}.0123abcd.tmp"
+    alive = folder.parent / f".{folder.name}.{os.getpid()}.4567cdef.tmp"  # a live process's: not touched
+    for path in (abandoned, alive):
+        path.mkdir()
+        (path / "model.onnx").write_bytes(b"half")
+    export_model(tiny_model_dir)
+    assert not abandoned.exists() and (alive / "model.onnx").read_bytes() == b"half"
+
+
 def test_damaged_graph_is_a_clear_error(tiny_model_dir, private_cache):
     spec = Encoder.load(tiny_model_dir, backend="onnx").spec
     model = export_dir(spec.fingerprint) / "model.onnx"
