@@ -4,9 +4,9 @@ Each command parses its options, calls one library function and renders the resu
 (:class:`~semsearch.errors.SemsearchError`) become one-line messages with exit code 1, in one place.
 
 The commands live in one module per group: :mod:`.index` (index, query, delete, info, check,
-demo-corpus, compact), :mod:`.evaluate` (the ``eval`` group), :mod:`.train`, :mod:`.dedupe` and :mod:`.serve`;
-the options they share are in :mod:`._options`, and the text rendering of stored documents in :mod:`.render`.
-Importing this package registers them all on :func:`main`.
+demo-corpus, compact), :mod:`.evaluate` (the ``eval`` group), :mod:`.train`, :mod:`.dedupe`, :mod:`.model`
+and :mod:`.serve`; the options they share are in :mod:`._options`, and the text rendering of stored documents in
+:mod:`.render`. Importing this package registers them all on :func:`main`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,6 @@ def main() -> None:
 
 
 # Register the commands on `main` (each module imports `main` from here, so this comes last).
-from . import dedupe, evaluate, index, serve, train  # noqa: E402,F401
+from . import dedupe, evaluate, index, model, serve, train  # noqa: E402,F401
 
 __all__ = ["main"]

@@ -7,7 +7,7 @@ import sys
 import click
 
 from . import main
-from ._options import COSINE, index_option, model_option
+from ._options import COSINE, backend_option, index_option, model_option
 from .render import clip, json_line, one_line, text_room
 
 
@@ -33,6 +33,7 @@ from .render import clip, json_line, one_line, text_room
 @click.option("--text-field", default="text", show_default=True, help="Field holding the text (CORPUS).")
 @click.option("--id-field", default="id", show_default=True, help="Field holding the document id (CORPUS).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@backend_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_json, approximate, chunk_size,
                fmt, text_field, id_field, batch_size, quiet) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import main
-from ._options import COSINE, POOLING_CHOICE, index_option, model_option, precision_option
+from ._options import COSINE, POOLING_CHOICE, backend_option, index_option, model_option, precision_option
 
 
 @main.command("index")
@@ -32,6 +32,7 @@ from ._options import COSINE, POOLING_CHOICE, index_option, model_option, precis
               help="Precomputed vectors instead of embedding: a .npy matrix (row i = record i) or a Parquet file with "
                    "'id' and 'embedding' columns, made by --model (default: the bundled one).")
 @click.option("--force", is_flag=True, help="Create the index in a folder that holds other files (left untouched).")
+@backend_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def index_cmd(corpus, index, model, pooling, fmt, text_field, id_field, batch_size, skip_invalid, index_type,
               precision, embeddings, force, quiet) -> None:
@@ -85,6 +86,7 @@ def _bar(corpus: str, quiet: bool):
 @click.option("--ef-search", type=click.IntRange(1), default=None,
               help="HNSW indexes: search beam width (more: better recall, slower). [default: the manifest's]")
 @model_option
+@backend_option
 def query_cmd(text, index, k, threshold, queries_file, as_json, filters, nprobe, ef_search, model) -> None:
     """Find the documents nearest to TEXT (or to each line of --queries)."""
     from ..api import read_queries, search
