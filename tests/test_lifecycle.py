@@ -80,8 +80,9 @@ def test_filtered_query_returns_k_exact_results(tmp_path, index_home, fake_encod
         expected_count = sum(d["shard"] == 7 and d["year"] >= 2020 for d in docs)
         assert len(two) == expected_count == 33 and all(h.meta["year"] >= 2020 and h.meta["shard"] == 7 for h in two)
         assert index.search("query", k=5, filters=["shard=1000"]) == [[]]
-        injection = index.search("query", k=5, filters=["shard=7 or 1=1"])  # a string value, not SQL
-        assert injection == [[]]
+        with pytest.raises(FilterError, match="'shard' holds numbers, but \"7 or 1=1\" is text"):
+            index.search("query", k=5, filters=["shard=7 or 1=1"])  # a string value, never SQL
+        assert index.search("query", k=5, filters=["id=7 or 1=1"]) == [[]]  # ids are text: no such document
 
 
 @pytest.mark.parametrize("text, message", [

@@ -21,8 +21,23 @@ class _Group(click.Group):
     """Turns library errors into ``Error: ...`` with exit code 1 (usage errors keep click's exit code 2)."""
 
     def invoke(self, ctx: click.Context):
+        import warnings
+
+        from ..filters import FilterWarning
+
+        shown = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):
+            if issubclass(category, FilterWarning):
+                click.echo(f"warning: {message}", err=True)
+            else:
+                shown(message, category, *args, **kwargs)
+
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", FilterWarning)
+                warnings.showwarning = show
+                return super().invoke(ctx)
         except SemsearchError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:

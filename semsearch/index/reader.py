@@ -177,6 +177,8 @@ class Index:
         """Like :meth:`search` for query vectors already embedded (normalised, float32)."""
         if k < 1:
             raise SemsearchError(f"k must be at least 1, got {k}")
+        if threshold is not None and not math.isfinite(threshold):
+            raise SemsearchError(f"threshold must be a number between -1 and 1, got {threshold}")
         self.segments.check_knobs(nprobe, ef_search)
         vectors = np.atleast_2d(vectors)
         allowed = None
