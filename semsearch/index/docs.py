@@ -93,7 +93,7 @@ class DocStore:
                 conn.execute("pragma journal_mode = wal")
                 conn.executescript(SCHEMA)
             conn.execute("pragma synchronous = full")
-            conn.execute("select count(*) from docs").fetchone()
+            conn.execute("select rowid from docs limit 1").fetchone()  # a database with our table, or an error
         return cls(path, conn, None)
 
     def close(self) -> None:

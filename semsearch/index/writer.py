@@ -216,6 +216,7 @@ class IndexWriter:
             self.store.roll_back_to(old.generation)
         self._first_rowid = self._next_rowid = self.store.next_rowid()
         self._dead = old.dead if old else 0
+        self._documents = old.documents if old else 0  # kept by hand: counting a large table costs a scan
         self._dirty = False
         dimension = self.spec.dimension if self.spec else self.encoder.dimension
         if old is None:
@@ -274,7 +275,7 @@ class IndexWriter:
             self._abort()
             return self.old
         store = self.store
-        count = store.count()
+        count = self._documents
         fresh = self.old is None or self._replacing
         segments = [] if fresh else list(self.old.segments)
         faiss_meta = dict(self.old.faiss) if self.old else {}
@@ -401,6 +402,7 @@ class IndexWriter:
         tombstone (their vectors stay in their segments until compaction)."""
         mine = [r for r in rowids if r >= self._first_rowid]
         older = [r for r in rowids if r < self._first_rowid]
+        self._documents -= len(rowids)
         if mine:
             self.vectors.remove(np.array(mine, dtype=np.int64))
             self.store.execute(f"delete from docs where rowid in ({','.join('?' * len(mine))})", mine)
@@ -427,6 +429,7 @@ class IndexWriter:
             todo.append((self._next_rowid, record))
             rows.append(position)
             self._next_rowid += 1
+            self._documents += 1
         if not todo:
             return
         self._dirty = True
