@@ -107,7 +107,9 @@ def run(args: list[str], env: dict, repeats: int = 1) -> tuple[float, str]:
 
 
 def folder_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    """Bytes of the index's files; SQLite's -shm/-wal companions are left out (transient: a read-only query
+    process leaves them behind and the next writer's close removes them)."""
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and not p.name.endswith(("-shm", "-wal")))
 
 
 def semsearch(env_tree: Path | None) -> tuple[list[str], dict]:
@@ -259,7 +261,8 @@ def render(rows, segment_cost, load_before, load_after, big, small) -> str:
         f"`{BEFORE_COMMIT}`), built through its own writer with an encoder that looks those vectors up; *after*: this "
         "tree, built with `semsearch index --embeddings`. Every time is one whole `semsearch` process (start, imports, "
         "model load where needed, the work, exit), median of 3 for queries; the 10-document write embeds real texts "
-        "with the real model. Page cache warm. *grown*: bytes the index folder grew by for that write.",
+        "with the real model. Page cache warm. *grown*: bytes the index's files grew by for that write (SQLite's "
+        "transient -shm/-wal files left out).",
         "",
         "| index | code | build | cold query | index 10 docs | grown | delete 1 id | compact | cold query after |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
