@@ -31,7 +31,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import platform
 import random
 import re
 import shutil
@@ -47,6 +46,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import cpu_model, load_average, versions  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 STSB_FILES = [DATA / "stsb" / f"stsb-en-{split}.csv" for split in ("train", "dev", "test")]
@@ -57,6 +59,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "core.md"
 SEED = 0
 BATCH_SIZE = 32
 K = 10
+CORE_PACKAGES = ("torch", "transformers", "sentence-transformers", "onnxruntime", "tokenizers", "faiss-cpu",
+                    "numpy", "txtai", "chromadb", "semsearch")
 HOG_LIMIT_S = 900  # a busy process ends by itself after this, whatever happens to the script
 
 
@@ -498,36 +502,6 @@ def importtime_summary(argv: list[str], top: int = 12) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- report
-def load_average() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = [f"Python {platform.python_version()}"]
-    for package in ("torch", "transformers", "sentence-transformers", "onnxruntime", "tokenizers", "faiss-cpu",
-                    "numpy", "txtai", "chromadb", "semsearch"):
-        try:
-            parts.append(f"{package} {version(package)}")
-        except PackageNotFoundError:
-            pass
-    import sqlite3
-
-    parts.append(f"SQLite {sqlite3.sqlite_version}")
-    return ", ".join(parts)
-
-
 def render(args, data: Data, results: Results, load_before: str, load_after: str, encode_n: int) -> str:
     import torch
 
@@ -546,7 +520,7 @@ def render(args, data: Data, results: Results, load_before: str, load_after: str
         f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores; CPU only",
         f"- Load average (1/5/15 min) before: {load_before}; after: {load_after} (the CPU-hog phase is inside this"
         " window and raises the later figures)",
-        f"- {versions()}",
+        f"- {versions(CORE_PACKAGES)}",
         f"- Model: all-MiniLM-L6-v2, the bundled copy ({args.spec_line}); fp32 everywhere; batch size {BATCH_SIZE}",
         f"- Threads: semsearch (onnx) one intra-op thread per batch, batches over {default_threads()} worker threads;"
         f" sentence-transformers and txtai: torch, {torch.get_num_threads()} threads; chromadb: its onnxruntime"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import fsync_dir, fsync_file, write_json_atomic
 from .errors import ModelError
 from .onnx_backend import EXPORT_FILE, MODEL_FILE, OUTPUT_NAME, REFUSED_FILE, export_dir, open_session, read_export
 from .tokenizer import FastTokenizer, pad_batch
@@ -84,7 +85,7 @@ def export_transformer(folder: Path, fingerprint: str, *, force: bool = False) -
             raise ModelError(message) from None
         record["seconds"] = round(time.perf_counter() - started, 2)
         try:
-            _write_json(work / EXPORT_FILE, record)
+            write_json_atomic(work / EXPORT_FILE, record, unique_tmp=True)
             _install(work, target, force=force)
         except OSError as exc:
             raise ModelError(f"{target}: cannot write the export ({exc.strerror or exc})") from None
@@ -125,7 +126,7 @@ def _export_and_verify(folder: Path, fingerprint: str, work: Path) -> dict:
         torch.onnx.export(TokenEmbeddings(model).eval(), tuple(torch.from_numpy(example[n]) for n in names),
                           str(work / MODEL_FILE), input_names=names, output_names=[OUTPUT_NAME], dynamic_axes=axes,
                           opset_version=OPSET, do_constant_folding=True, dynamo=False)
-    _fsync(work / MODEL_FILE)
+    fsync_file(work / MODEL_FILE)
     worst = _probe_difference(open_session(work / MODEL_FILE), tokenizer, reference, names, limit)
     if not worst <= TOLERANCE:
         raise ModelError(f"{folder}: the ONNX export differs from the torch encoder by {worst:.1e} on the probe "
@@ -200,38 +201,15 @@ def _forward_parameters(model) -> set[str]:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    from .versions import package_versions
 
-    found = {}
-    for package in ("semsearch", "torch", "transformers", "onnx", "onnxruntime", "tokenizers"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return found
+    return package_versions(("semsearch", "torch", "transformers", "onnx", "onnxruntime", "tokenizers"))
 
 
 # ---------------------------------------------------------------------------------------------- files
-def _write_json(path: Path, data: dict) -> None:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with temporary.open("w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temporary, path)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _install(work: Path, target: Path, *, force: bool) -> None:
     """Rename the finished folder into place; an existing export is kept unless ``force`` replaces it."""
-    _fsync(work)
+    fsync_dir(work)
     try:
         os.rename(work, target)
     except OSError:
@@ -241,7 +219,7 @@ def _install(work: Path, target: Path, *, force: bool) -> None:
         os.rename(target, old)  # a refused marker, a damaged copy, or a forced re-export
         os.rename(work, target)
         shutil.rmtree(old)
-    _fsync(target.parent)
+    fsync_dir(target.parent)
 
 
 def _remove_abandoned(target: Path) -> None:
@@ -273,8 +251,8 @@ def _refuse(target: Path, fingerprint: str, reason: str) -> None:
         return  # a good export exists (another process): nothing to refuse
     try:
         target.mkdir(parents=True, exist_ok=True)
-        _write_json(target / REFUSED_FILE, {"fingerprint": fingerprint, "reason": reason,
+        write_json_atomic(target / REFUSED_FILE, {"fingerprint": fingerprint, "reason": reason,
                                             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                            "versions": _versions()})
+                                            "versions": _versions()}, unique_tmp=True)
     except OSError:
         pass  # best effort: without the note, the next run tries again

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
+from ..atomic import fsync_file
 from ..corpus import Record, iter_batches
 from ..encoder import EncoderSpec, check_precision
 from ..errors import IndexDamaged, IndexFormatError, InputError, ModelError, SemsearchError
@@ -340,8 +341,6 @@ class IndexWriter:
         template.reset()
         add_pending(self.path, [name])
         faiss.write_index(template, str(self.path / name))
-        from .files import fsync_file
-
         fsync_file(self.path / name)
         return {"file": name, "sha256": sha256(self.path / name)}
 
