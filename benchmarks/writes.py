@@ -15,7 +15,8 @@ documents (encoded by the real model), ``semsearch delete --id`` of one id, and 
 compact``. Disk: bytes the folder grew by for the 10-document write. Then, at 100k flat in one process, the
 warm query p50 with 1 segment vs 20 segments vs the 20 compacted into 1 (same queries, query cache off).
 
-    python benchmarks/writes.py               # writes benchmarks/results/writes.md (about 15 minutes)
+    python benchmarks/writes.py --prepare     # builds the pristine indexes once (untimed, cached)
+    python benchmarks/writes.py               # writes benchmarks/results/writes.md
     python benchmarks/writes.py --quick       # small sizes, checks the script, writes nothing
 """
 
@@ -38,6 +39,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "writes.md"
+CACHE = ROOT / "benchmarks" / ".cache" / "writes"
 BEFORE_COMMIT = "ac60391"
 DIM = 384
 SEED = 0
@@ -122,28 +124,42 @@ def semsearch(env_tree: Path | None) -> tuple[list[str], dict]:
     return [sys.executable, "-m", "semsearch"], env
 
 
-def measure_case(label: str, kind: str, n: int, work: Path, before_tree: Path, repeats: int, rows: list) -> None:
-    vectors_file = work / f"vectors-{n}.npy"
-    corpus = work / f"corpus-{n}.jsonl"
+def prepared(label: str, kind: str, n: int, version: str, before_tree: Path) -> tuple[Path, float]:
+    """The pristine index of a case, built once into benchmarks/.cache/writes/ (its build time is kept beside
+    it); every timed run works on a fresh copy."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    vectors_file, corpus = CACHE / f"vectors-{n}.npy", CACHE / f"corpus-{n}.jsonl"
     if not vectors_file.exists():
         np.save(vectors_file, clustered_vectors(n))
         write_corpus(corpus, n)
+    folder = CACHE / f"{label}-{n}-{version}"
+    stamp = folder.with_suffix(".json")
+    if stamp.exists() and folder.exists():
+        return folder, json.loads(stamp.read_text())["build_s"]
+    if folder.exists():
+        shutil.rmtree(folder)
+    command, env = semsearch(before_tree if version == "before" else None)
+    started = time.perf_counter()
+    if version == "after":
+        run(command + ["index", str(corpus), "--index", str(folder), "-q", "--index-type", kind,
+                       "--embeddings", str(vectors_file)], env)
+    else:
+        script = LOOKUP_ENCODER.format(before=str(before_tree), vectors=str(vectors_file), index=str(folder),
+                                       kind=kind, n=n, corpus=str(corpus))
+        run([sys.executable, "-c", script], env)
+    build = time.perf_counter() - started
+    stamp.write_text(json.dumps({"build_s": build}))
+    return folder, build
+
+
+def measure_case(label: str, kind: str, n: int, work: Path, before_tree: Path, repeats: int, rows: list) -> None:
     new_docs = work / "new.jsonl"
     new_docs.write_text("".join(json.dumps({"id": f"new{i}", "text": t}) + "\n" for i, t in enumerate(NEW_DOCS)))
     for version, tree in (("before", before_tree), ("after", None)):
+        pristine, build = prepared(label, kind, n, version, before_tree)
         command, env = semsearch(tree)
         index = work / f"{label}-{version}"
-        if index.exists():
-            shutil.rmtree(index)
-        started = time.perf_counter()
-        if version == "after":
-            run(command + ["index", str(corpus), "--index", str(index), "-q", "--index-type", kind,
-                           "--embeddings", str(vectors_file)], env)
-        else:
-            script = LOOKUP_ENCODER.format(before=str(before_tree), vectors=str(vectors_file), index=str(index),
-                                           kind=kind, n=n, corpus=str(corpus))
-            run([sys.executable, "-c", script], env)
-        build = time.perf_counter() - started
+        shutil.copytree(pristine, index)
         size = folder_bytes(index)
         query, _ = run(command + ["query", "a lighthouse in a storm", "--index", str(index), "-k", "10"], env,
                        repeats)
@@ -217,6 +233,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes; writes nothing unless --out")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--prepare", action="store_true",
+                        help="only build the pristine indexes into benchmarks/.cache/writes (untimed; any machine)")
     args = parser.parse_args()
     big, small, segs, queries = (20_000, 5_000, 20, 50) if args.quick else (1_000_000, 100_000, 20, 300)
     out = args.out or (None if args.quick else RESULTS)
@@ -228,6 +246,11 @@ def main() -> None:
     rows: list[dict] = []
     try:
         subprocess.run([sys.executable, "-m", "semsearch", "model", "export"], check=True, capture_output=True)
+        if args.prepare:
+            for label, kind, n in (("flat", "flat", big), ("hnsw", "hnsw", small), ("ivf", "ivf", small)):
+                for version in ("before", "after"):
+                    print(label, version, prepared(label, kind, n, version, before_tree), flush=True)
+            return
         measure_case("flat", "flat", big, work, before_tree, args.repeats, rows)
         measure_case("hnsw", "hnsw", small, work, before_tree, args.repeats, rows)
         measure_case("ivf", "ivf", small, work, before_tree, args.repeats, rows)
@@ -259,7 +282,8 @@ def render(rows, segment_cost, load_before, load_after, big, small) -> str:
         f"Each index: {big:,} (flat) or {small:,} (hnsw, ivf) documents with the same precomputed, seeded, clustered "
         "384-d unit vectors (declared as made by the bundled all-MiniLM-L6-v2). *before*: the seed's code (commit "
         f"`{BEFORE_COMMIT}`), built through its own writer with an encoder that looks those vectors up; *after*: this "
-        "tree, built with `semsearch index --embeddings`. Every time is one whole `semsearch` process (start, imports, "
+        "tree, built with `semsearch index --embeddings` (build times: the cached pristine builds, taken whenever they were "
+        "made, not on a quiet machine). Each timed run works on a fresh copy. Every time is one whole `semsearch` process (start, imports, "
         "model load where needed, the work, exit), median of 3 for queries; the 10-document write embeds real texts "
         "with the real model. Page cache warm. *grown*: bytes the index's files grew by for that write (SQLite's "
         "transient -shm/-wal files left out).",
