@@ -42,7 +42,6 @@ import asyncio
 import inspect
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -58,9 +57,11 @@ from typing import Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import cpu_model, load_average, versions  # noqa: E402
 from _data import CACHE, unique_sentences  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+SERVE_PACKAGES = ("semsearch", "torch", "faiss-cpu", "fastapi", "uvicorn", "httpx", "chromadb")
 RESULTS = ROOT / "benchmarks" / "results" / "serve.md"
 SEED = 0
 K = 10
@@ -409,32 +410,6 @@ def while_indexing(url: str, index: Path, corpus: Corpus, queries: list[str], cl
 
 
 # ---------------------------------------------------------------------------------------------- report
-def load_average() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = [f"Python {platform.python_version()}"]
-    for package in ("semsearch", "torch", "faiss-cpu", "fastapi", "uvicorn", "httpx", "chromadb"):
-        try:
-            parts.append(f"{package} {version(package)}")
-        except PackageNotFoundError:
-            pass
-    return ", ".join(parts)
-
-
 def fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None or value != value else f"{value:,.{digits}f}"
 
@@ -445,7 +420,7 @@ def render(args, quiet: list[Run], writes: list[WriteRun], load_before: str, loa
              f"Command: `{command}`", "", "## Setup", "",
              f"- Machine: {cpu_model()}, {os.cpu_count()} cores; load average (1/5/15 min) before {load_before}, "
              f"after {load_after}. Server, clients and the indexing process share these cores.",
-             f"- Software: {versions()}.",
+             f"- Software: {versions(SERVE_PACKAGES)}.",
              f"- Documents: {args.docs:,} (unique STSb + SNLI sentences, then seeded pairs of them), embedded by the "
              "bundled all-MiniLM-L6-v2 (384-d); semsearch index type `auto` (exact flat at this size).",
              f"- Queries: {args.queries:,} held-out real sentences, one per request, k={K}; "

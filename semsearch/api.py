@@ -96,10 +96,16 @@ class _SpecOnly:
 
 
 def _model_spec(model: str | None, precision: str | None):
-    """The spec of a model folder without loading its weights (fingerprint, pooling, dimension, max length)."""
-    from .encoder import Encoder
+    """The spec of a model folder read from its files, without loading its weights."""
+    from .encoder import DEFAULT_MODEL, Encoder, check_precision, folder_spec, read_st_config, resolve_model
 
-    return Encoder.load(model, backend="auto", precision=precision or "fp32").spec
+    name = str(model or DEFAULT_MODEL)
+    folder = resolve_model(name)
+    spec = folder_spec(name, folder, read_st_config(folder), pooling=None, normalize=True, max_length=None,
+                       precision=check_precision(precision or "fp32"))
+    if not spec.dimension:  # config.json names no hidden size: the model itself says
+        return Encoder.load(model, backend="auto", precision=precision or "fp32").spec
+    return spec
 
 
 def _precomputed(records, embeddings, model, index, skip_invalid: bool):

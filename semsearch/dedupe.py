@@ -205,7 +205,7 @@ def corpus_vectors(corpus: str | os.PathLike, *, model: str | None = None, forma
     documents = [Document(i, r.id, r.text, r.line) for i, r in enumerate(records)]
     unique: dict[str, int] = {}
     slots = np.array([unique.setdefault(r.text, len(unique)) for r in records], dtype=np.int64)
-    encoder = Encoder.load(model, device=device)
+    encoder = Encoder.load(model, device=device, backend="auto")  # onnx where it applies
     started = time.perf_counter()
     vectors = encoder.encode(list(unique), batch_size=batch_size, show_progress=progress)[slots]
     return documents, vectors, time.perf_counter() - started, source

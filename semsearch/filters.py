@@ -23,6 +23,10 @@ class FilterError(SemsearchError):
     """A filter expression that cannot be read."""
 
 
+class FilterWarning(UserWarning):
+    """A filter that can match nothing (a key no document has); the command line prints it as ``warning: ...``."""
+
+
 @dataclass(frozen=True)
 class Condition:
     key: str

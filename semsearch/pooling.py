@@ -1,12 +1,16 @@
 """Pooling: turn per-token embeddings into one sentence vector.
 
-Pure functions of ``(token_embeddings, attention_mask)``; padding positions never change the result.
+Pure functions of ``(token_embeddings, attention_mask)``; padding positions never change the result. Each mode
+exists twice, once over torch tensors (training, the torch backends) and once over numpy arrays (the onnxruntime
+backend, which must not import torch); a test holds the two equal.
 """
 
 from __future__ import annotations
 
 from enum import Enum
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from .errors import UnsupportedModel, choice
 
@@ -50,6 +54,18 @@ POOLERS = {Pooling.MEAN: mean_pool, Pooling.MAX: max_pool, Pooling.CLS: cls_pool
 def pool(mode: Pooling | str, token_embeddings: "torch.Tensor", attention_mask: "torch.Tensor") -> "torch.Tensor":
     """Apply the pooling ``mode`` (``"mean"``, ``"max"`` or ``"cls"``)."""
     return POOLERS[choice(Pooling, mode, "pooling")](token_embeddings, attention_mask)
+
+
+def pool_numpy(mode: Pooling | str, token_embeddings: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """:func:`pool` over numpy arrays, ``(batch, length, dim)`` and ``(batch, length)``, with the same arithmetic."""
+    mode = Pooling(mode)
+    if mode is Pooling.CLS:
+        return token_embeddings[:, 0]
+    mask = attention_mask[..., None].astype(token_embeddings.dtype)
+    if mode is Pooling.MAX:
+        lowest = np.finfo(token_embeddings.dtype).min
+        return np.where(mask > 0, token_embeddings, lowest).max(axis=1)
+    return (token_embeddings * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
 
 
 _ST_MODES = {"pooling_mode_cls_token": Pooling.CLS, "pooling_mode_max_tokens": Pooling.MAX,

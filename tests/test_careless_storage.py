@@ -333,3 +333,25 @@ def test_writer_busy_is_its_own_error(tmp_path, index_home, fake):
         delete_documents("missing", ids=["x"])
     with pytest.raises(IndexDamaged):
         raise IndexDamaged("is a SemsearchError")
+
+
+# ---------------------------------------------------------------- 7. filters that cannot mean what they say
+def test_filters_of_the_wrong_type_fail_and_unknown_keys_warn(cli, tmp_path, index_home, fake):
+    index_corpus(write_jsonl(tmp_path / "a.jsonl", [{"id": f"d{i}", "text": f"t {i}", "year": 2000 + i}
+                                                    for i in range(10)]), "t")
+    for flag in ("year>=abc", "year<=abc"):
+        result = cli("query", "x", "--index", "t", "--filter", flag)
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1
+        assert "year" in result.stderr and "abc" in result.stderr
+        result = cli("delete", "--index", "t", "--where", flag)
+        assert result.exit_code == 1 and "abc" in result.stderr
+    result = cli("query", "x", "--index", "t", "--filter", "yeer>=2003")
+    assert result.exit_code == 0 and result.stdout == "(no results)\n"
+    assert result.stderr == "warning: no document has metadata key 'yeer'\n"
+    result = cli("query", "x", "--index", "t", "--filter", "year>=2007", "--json")
+    assert result.exit_code == 0 and sorted(json.loads(line)["id"] for line in result.stdout.splitlines()) == [
+        "d7", "d8", "d9"]
+    with Index.open("t") as index:
+        index.use_encoder(fake)
+        with pytest.raises(SemsearchError, match="threshold must be a number"):
+            index.search("x", threshold=float("nan"))

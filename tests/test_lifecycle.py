@@ -80,8 +80,9 @@ def test_filtered_query_returns_k_exact_results(tmp_path, index_home, fake_encod
         expected_count = sum(d["shard"] == 7 and d["year"] >= 2020 for d in docs)
         assert len(two) == expected_count == 33 and all(h.meta["year"] >= 2020 and h.meta["shard"] == 7 for h in two)
         assert index.search("query", k=5, filters=["shard=1000"]) == [[]]
-        injection = index.search("query", k=5, filters=["shard=7 or 1=1"])  # a string value, not SQL
-        assert injection == [[]]
+        with pytest.raises(FilterError, match="'shard' holds numbers, but \"7 or 1=1\" is text"):
+            index.search("query", k=5, filters=["shard=7 or 1=1"])  # a string value, never SQL
+        assert index.search("query", k=5, filters=["id=7 or 1=1"]) == [[]]  # ids are text: no such document
 
 
 @pytest.mark.parametrize("text, message", [
@@ -202,7 +203,8 @@ def test_bad_input_one_line_and_nothing_lost(cli, tmp_path, tiny_model_dir, inde
 
 def test_missing_path_directory_and_corrupt_index(cli, tmp_path, tiny_model_dir, index_home):
     assert cli("index", tmp_path / "nope.jsonl", "--index", "t").stderr == f"Error: {tmp_path}/nope.jsonl: no such file\n"
-    assert cli("index", tmp_path, "--index", "t").stderr == f"Error: {tmp_path}: is a directory, not a corpus file\n"
+    assert cli("index", tmp_path, "--index", "t").stderr == (  # a folder is a corpus of files now (issue 14)
+        f"Error: {tmp_path}: nothing to index: no file matches (*.txt, *.md, *.markdown, *.rst, *.html, *.htm)\n")
     good = write_jsonl(tmp_path / "good.jsonl", [{"id": "a", "text": "hello"}])
     assert _index(cli, good, "--model", tiny_model_dir).exit_code == 0
     (index_home / "t" / "seg.1.0.faiss").write_bytes(b"\0" * 10)

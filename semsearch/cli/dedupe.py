@@ -7,7 +7,7 @@ import sys
 import click
 
 from . import main
-from ._options import COSINE, index_option, model_option
+from ._options import COSINE, backend_option, index_option, model_option
 from .render import clip, json_line, one_line, text_room
 
 
@@ -36,6 +36,7 @@ from .render import clip, json_line, one_line, text_room
 @click.option("--passages", is_flag=True,
               help="--index: compare passages (ids ID#N), not documents (by default a document of several passages "
                    "scores as its most similar passage).")
+@backend_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_json, approximate, chunk_size,
                fmt, text_field, id_field, batch_size, passages, quiet) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from . import main
-from ._options import (COSINE, POOLING_CHOICE, Finite, chunk_options, chunking_from, index_option, model_option,
-                       precision_option)
+from ._options import (COSINE, POOLING_CHOICE, Finite, backend_option, chunk_options, chunking_from, index_option,
+                       model_option, precision_option)
 
 
 @main.command("index")
@@ -38,6 +38,7 @@ from ._options import (COSINE, POOLING_CHOICE, Finite, chunk_options, chunking_f
               help="DIR: index the files matching PATTERN (repeatable; a pattern with / matches the relative path). "
                    "[default: *.txt *.md *.markdown *.rst *.html *.htm]")
 @click.option("--sync", is_flag=True, help="DIR: also delete the documents of files that are gone from DIR.")
+@backend_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def index_cmd(corpus, index, model, pooling, fmt, text_field, id_field, batch_size, skip_invalid, index_type,
               precision, embeddings, force, chunk_tokens, chunk_overlap, no_chunk, globs, sync, quiet) -> None:
@@ -144,6 +145,7 @@ def _bar(corpus: str, quiet: bool, unit: str = "doc"):
 @click.option("--passages", is_flag=True, help="List the best passages (several of a long document possibly), "
                                                "not documents (dense mode).")
 @model_option
+@backend_option
 def query_cmd(text, index, k, threshold, queries_file, as_json, filters, nprobe, ef_search, mode, alpha, passages,
               model) -> None:
     """Find the documents that best match TEXT (or each line of --queries)."""

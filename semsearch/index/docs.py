@@ -107,7 +107,7 @@ class DocStore:
                 conn.execute("pragma journal_mode = wal")
                 conn.executescript(SCHEMA)
             conn.execute("pragma synchronous = full")
-            conn.execute("select count(*) from docs").fetchone()
+            conn.execute("select rowid from docs limit 1").fetchone()  # a database with our table, or an error
             add_passages_column(conn)
         return cls(path, conn, None)
 
@@ -149,11 +149,28 @@ class DocStore:
     def rowids_for_ids(self, ids: Sequence[str]) -> dict[str, int]:
         return {doc_id: rowid for doc_id, (rowid, _) in self.existing(list(ids)).items()}
 
+    def check_filters(self, conditions) -> list:
+        """The conditions parsed and checked against the types each key holds: a value of the wrong type is a
+        :class:`~semsearch.filters.FilterError`, a key no document has a :class:`~semsearch.filters.FilterWarning`."""
+        import warnings
+
+        from ..filters import FilterWarning, check_conditions, field_types, parse_condition
+
+        parsed = [parse_condition(c) if isinstance(c, str) else c for c in conditions]
+        types = self.__dict__.setdefault("_field_types", {})  # per snapshot: documents do not change under it
+        missing = [c.key for c in parsed if c.key not in types]
+        if missing:
+            with _damage(self.path):
+                types.update(field_types(self.conn, missing))
+        for message in check_conditions(parsed, {c.key: types[c.key] for c in parsed}):
+            warnings.warn(message, FilterWarning, stacklevel=3)
+        return parsed
+
     def rowids_where(self, conditions) -> list[int]:
         """Row ids of the visible documents whose metadata meets every condition (see :mod:`semsearch.filters`)."""
         from ..filters import FilterError, where_clause
 
-        sql, params = where_clause(conditions)
+        sql, params = where_clause(self.check_filters(conditions))
         where, vis = self._visible()
         try:
             return [r[0] for r in self.conn.execute(
@@ -210,11 +227,12 @@ class DocStore:
                  for part in _chunks([int(r) for r in rowids])]
         return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
-    def vector_ids_where(self, conditions) -> np.ndarray:
-        """Every vector id of the visible documents whose metadata meets every condition."""
+    def vector_ids_where(self, conditions, *, checked: bool = False) -> np.ndarray:
+        """Every vector id of the visible documents whose metadata meets every condition (``checked``: already
+        through :meth:`check_filters`)."""
         from ..filters import FilterError, where_clause
 
-        sql, params = where_clause(conditions)
+        sql, params = where_clause(conditions if checked else self.check_filters(conditions))
         where, vis = self._visible()
         try:
             rows = self.conn.execute(f"select rowid, {self._count_sql} from docs where ({sql}) and {where} "

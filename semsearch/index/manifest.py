@@ -26,7 +26,8 @@ from pathlib import Path
 
 from ..encoder import EncoderSpec
 from ..errors import IndexDamaged, IndexFormatError
-from .files import MANIFEST, refuse_missing, write_json_atomic
+from ..atomic import write_json_atomic
+from .files import MANIFEST, refuse_missing
 
 FORMAT_VERSION = 3  # the newest format this version reads and writes
 

@@ -220,8 +220,8 @@ class Index:
         reciprocal rank, or by ``alpha * dense + (1 - alpha) * lexical`` of min-max normalised scores when
         ``alpha`` is given), see :mod:`semsearch.fusion`; None: :attr:`default_mode` (hybrid when the index has
         a lexical index, else dense). The default here is dense, as before hybrid search existed. ``filters``
-        (``["lang=en", "year>=2020"]``, see :mod:`semsearch.filters`) restrict both sides to the matching documents before searching, so k results come back whenever k
-        documents match. ``threshold`` (dense mode) keeps hits with cosine >= it. ``nprobe`` (IVF indexes) and
+        (``["lang=en", "year>=2020"]``, see :mod:`semsearch.filters`) restrict both sides to the matching
+        documents before searching, so k results come back whenever k documents match. ``threshold`` (dense mode) keeps hits with cosine >= it. ``nprobe`` (IVF indexes) and
         ``ef_search`` (HNSW) override the search defaults in the manifest.
 
         A document stored in passages scores as its best passage, which the hit names; ``passages=True``
@@ -242,6 +242,8 @@ class Index:
         modes also need the query ``texts`` (one per vector row). Dense unless ``mode`` says otherwise."""
         if k < 1:
             raise SemsearchError(f"k must be at least 1, got {k}")
+        if threshold is not None and not math.isfinite(threshold):
+            raise SemsearchError(f"threshold must be a number between -1 and 1, got {threshold}")
         mode = self._mode(mode, threshold, alpha, passages)
         if mode is not SearchMode.DENSE and (texts is None or (
                 vectors is not None and len(texts) != len(np.atleast_2d(vectors)))):
@@ -250,6 +252,7 @@ class Index:
             self.segments.check_knobs(nprobe, ef_search)
             vectors = np.atleast_2d(vectors)
         count = len(texts) if mode is SearchMode.LEXICAL else len(vectors)
+        filters = self.store.check_filters(filters) if filters else None  # checked once, for both sides
         if len(self) == 0:
             return [[] for _ in range(count)]
         if mode is SearchMode.LEXICAL:
@@ -257,7 +260,7 @@ class Index:
                                mode) for text in texts]
         allowed = None
         if filters:
-            allowed = self.store.vector_ids_where(filters)
+            allowed = self.store.vector_ids_where(filters, checked=True)
             if len(allowed) == 0:
                 return [[] for _ in range(count)]
         depth = k if mode is SearchMode.DENSE else max(k, FUSION_DEPTH)
@@ -323,7 +326,7 @@ class Index:
 
     def _lexical_ranking(self, text: str, k: int, filters: Sequence[str] | None) -> list[Ranked]:
         """The k best lexical matches as :class:`Ranked` keyed by row id, scored -bm25 (higher is better)."""
-        return ranking([(rowid, -bm25) for rowid, bm25 in self.lexical(text, k, filters)])
+        return ranking([(rowid, -bm25) for rowid, bm25 in self._lexical_rows(text, k, filters)])
 
     def _hits(self, found: Sequence[tuple[int, int | None, float, Ranked | None, Ranked | None]],
               mode: SearchMode) -> list[Hit]:
@@ -380,18 +383,22 @@ class Index:
 
     def lexical(self, query: str, k: int = 10, filters: Sequence[str] | None = None) -> list[tuple[int, float]]:
         """``(rowid, bm25)`` of the best lexical matches (FTS5), best first; the query is quoted term by term."""
+        return self._lexical_rows(query, k, self.store.check_filters(filters) if filters else None)
+
+    def _lexical_rows(self, query: str, k: int, conditions) -> list[tuple[int, float]]:
         from .lexical import fts_query
 
         if not self.manifest.lexical:
-            raise SemsearchError(f"{self.path}: has no lexical index; run: semsearch check --repair --index {self.path}")
+            raise SemsearchError(f"{self.path}: has no lexical index (an index of an earlier format); the next write "
+                                 f"builds it, or now: semsearch compact --index {self.path}")
         match = fts_query(query)
         if match is None:
             return []
         allowed = None
-        if filters:
+        if conditions:
             from ..filters import where_clause
 
-            allowed = where_clause(filters)
+            allowed = where_clause(conditions)
         return self.store.lexical(match, k, allowed)
 
 

@@ -148,7 +148,8 @@ class SegmentSet:
         want = min(k + 1, live)
         while True:
             scores, ids = store.search(queries, want, allowed=allowed, excluded=excluded, **knobs)
-            if want >= live or want <= k or ids.shape[1] < want:  # fewer columns: a filter allowed fewer
+            got = ids.shape[1]  # fewer than asked when a filter allows fewer
+            if got <= k or got < want or want >= live:
                 return scores, ids
             tied = (ids[:, -1] >= 0) & (scores[:, -1] == scores[:, k - 1])
             if not tied.any():

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
+from ..atomic import fsync_file
 from ..chunking import Chunking
 from ..corpus import Record, iter_batches
 from ..encoder import EncoderSpec, check_precision
@@ -226,6 +227,8 @@ class IndexWriter:
             self.store.roll_back_to(old.generation)
         self._first_rowid = self._next_rowid = self.store.next_rowid()
         self._dead = old.dead if old else 0
+        self._documents = old.documents if old else 0  # kept by hand: counting a large table costs a scan
+        self._vectors = old.live_vectors if old else 0  # live vectors (passages), kept by hand likewise
         self._dirty = False
         dimension = self.spec.dimension if self.spec else self.encoder.dimension
         if old is None:
@@ -284,8 +287,8 @@ class IndexWriter:
             self._abort()
             return self.old
         store = self.store
-        count = store.count()
-        live_expected = store.vector_count()
+        count = self._documents
+        live_expected = self._vectors
         fresh = self.old is None or self._replacing
         segments = [] if fresh else list(self.old.segments)
         faiss_meta = dict(self.old.faiss) if self.old else {}
@@ -352,8 +355,6 @@ class IndexWriter:
         template.reset()
         add_pending(self.path, [name])
         faiss.write_index(template, str(self.path / name))
-        from .files import fsync_file
-
         fsync_file(self.path / name)
         return {"file": name, "sha256": sha256(self.path / name)}
 
@@ -414,11 +415,16 @@ class IndexWriter:
         tombstone (their vectors, one per passage, stay in their segments until compaction)."""
         mine = [r for r in rowids if r >= self._first_rowid]
         older = [r for r in rowids if r < self._first_rowid]
+        self._documents -= len(rowids)
         if mine:
-            self.vectors.remove(self.store.vector_ids_for(mine))
+            ids = self.store.vector_ids_for(mine)
+            self.vectors.remove(ids)
+            self._vectors -= len(ids)
             self.store.execute(f"delete from docs where rowid in ({','.join('?' * len(mine))})", mine)
         if older:
-            self._dead += len(self.store.vector_ids_for(older))
+            ids = self.store.vector_ids_for(older)
+            self._dead += len(ids)
+            self._vectors -= len(ids)
             self.store.mark_deleted(older, self.generation)
 
     @property
@@ -477,6 +483,7 @@ class IndexWriter:
             todo.append((self._next_rowid, record))
             rows.append(position)
             self._next_rowid += 1
+            self._documents += 1
         if not todo:
             return
         if self._next_rowid > P.MAX_ROWID:
@@ -491,6 +498,7 @@ class IndexWriter:
             report.passages += len(todo)
         self._retire(replaced)
         self.vectors.add(ids, embedded)
+        self._vectors += len(ids)
         self.store.insert(
             (rowid, r.id, r.text, json.dumps(r.meta, ensure_ascii=False), r.hash, source, r.line, self.generation,
              column) for (rowid, r), column in zip(todo, columns))

@@ -12,13 +12,14 @@ import hmac
 
 from fastapi import Request
 
+from ..errors import InvalidArgument
 from .errors import ApiError
 
 
 class TokenCheck:
     def __init__(self, token: str | None, token_reads: bool = False) -> None:
         if token is not None and not token.strip():
-            raise ValueError("the token is empty")
+            raise InvalidArgument("the token is empty")
         self._digest = hashlib.sha256(token.encode()).digest() if token else None
         self.reads = bool(token) and token_reads
 

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from ..errors import SemsearchError
+
 if TYPE_CHECKING:
     from .snapshots import Snapshots
 
@@ -66,7 +68,7 @@ class QueryBatcher:
     def submit(self, job: SearchJob) -> Future:
         """Queue a job; its future resolves to ``list[list[Hit]]`` or to the error that stopped it."""
         if self._thread is None or not self._thread.is_alive():
-            raise RuntimeError("the query batcher is not running")
+            raise SemsearchError("the query batcher is not running")
         self._queue.put(job)
         return job.future
 

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..errors import InvalidArgument
+
 MAX_K = 1000
 MAX_HITS = 100_000  # k times the number of queries, per request
 MODES = ("dense", "lexical", "hybrid")  # see semsearch.fusion; an index without a lexical index has dense only
@@ -33,7 +35,7 @@ class SearchIn(_Strict):
     @classmethod
     def _mode(cls, value: str) -> str:
         if value not in MODES:
-            raise ValueError(f"{value!r} is not available; this server searches: {', '.join(MODES)}")
+            raise InvalidArgument(f"{value!r} is not available; this server searches: {', '.join(MODES)}")
         return value
 
 

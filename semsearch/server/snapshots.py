@@ -27,10 +27,16 @@ log = logging.getLogger("semsearch.server")
 
 
 def generation_stamp(path: Path) -> Any:
-    """The committed generation of the index at ``path`` (reads manifest.json only); None when there is none."""
-    from ..index import current_generation
+    """The committed generation of the index at ``path`` (reads manifest.json only); None when there is none.
 
-    return current_generation(path)
+    A manifest that cannot be read gives its file's identity instead, so opening it reports the damage."""
+    from ..index import MANIFEST, current_generation
+
+    generation = current_generation(path)
+    if generation is None and (path / MANIFEST).exists():
+        stat = (path / MANIFEST).stat()
+        return ("unreadable", stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    return generation
 
 
 def generation_of(index: "Index") -> int:
