@@ -180,11 +180,9 @@ def test_hostile_queries_give_results_or_one_line_never_a_traceback(cli_index, m
         result = runner.invoke(main, ["query", text, "--index", cli_index, "--mode", mode, "-k", "3"])
         assert result.exception is None or isinstance(result.exception, SystemExit), (text[:20], result.exception)
         assert "Traceback" not in result.output
-        if result.exit_code == 0:
-            lines = result.stdout.splitlines()
-            assert lines == ["(no results)"] or lines[0].split()[:2] == ["rank", "score"], (text[:20], lines[:2])
-        else:
-            assert result.exit_code == 1 and result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+        assert result.exit_code == 0, (text[:20], result.output[-300:])  # quoted terms: FTS5 never fails
+        lines = result.stdout.splitlines()
+        assert lines == ["(no results)"] or lines[0].split()[:2] == ["rank", "score"], (text[:20], lines[:2])
         as_json = runner.invoke(main, ["query", text, "--index", cli_index, "--mode", mode, "--json"])
         assert as_json.exit_code == 0 and all(json.loads(line)["query"] == text for line in as_json.stdout.splitlines())
     # punctuation only has no words: no lexical result, but dense and hybrid still answer from the vectors

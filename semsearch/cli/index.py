@@ -76,7 +76,11 @@ def index_cmd(corpus, index, model, pooling, fmt, text_field, id_field, batch_si
 
 
 def _report_add(path, report, unit: str = "docs") -> None:
-    rate = report.embedded / report.seconds if report.seconds else 0.0
+    if report.chunked:  # passages are what was embedded
+        unit, count = "passages", report.passages
+    else:
+        count = report.embedded
+    rate = count / report.seconds if report.seconds else 0.0
     click.echo(f"{path}: {report.read} read, {report.added} added, {report.updated} updated, "
                f"{report.unchanged} unchanged"
                + (f", {report.repeated} repeated ids (last kept)" if report.repeated else "")
