@@ -348,3 +348,61 @@ def test_dedupe_scores_documents_by_their_most_similar_passages(tmp_path):
 def test_dedupe_cli_passages_flag(tmp_path, index_home):
     result = CliRunner().invoke(main, ["dedupe", str(tmp_path / "c.jsonl"), "--passages"])
     assert result.exit_code == 2 and "--passages applies to an --index" in result.stderr
+
+
+ALPHABET = st.sampled_from(list("abcdefghij  ,.-'\"()é漢字🙂\t\nÅß") + ["supercalifragilistic", " the ", "ﬁ"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(ALPHABET, min_size=0, max_size=400), st.integers(3, 24), st.data())
+def test_real_tokenizer_passages_fit_the_window_and_cover_the_text(pieces, size, data):
+    overlap = data.draw(st.integers(0, size - 1))
+    chunker = Chunker(_TOKENIZER, size, overlap)
+    text = "".join(pieces)
+    spans = chunker.split(text)
+    if chunker.count(text) <= size:
+        assert spans == [(0, len(text))]
+        return
+    offsets = _TOKENIZER.encode(text, add_special_tokens=False).offsets
+    covered = set()
+    for start, end in spans:
+        assert 0 <= start < end <= len(text)
+        on_words = (start == 0 or not (text[start - 1].isalnum() and text[start].isalnum())) and (
+            end == len(text) or not (text[end - 1].isalnum() and text[end].isalnum()))
+        # a passage cut inside a word longer than the window may re-tokenize its edge pieces a little longer
+        assert chunker.count(text[start:end]) <= (size if on_words else size + 4), (text[start:end], size)
+        covered.update(i for i, (s, e) in enumerate(offsets) if s >= start and e <= end)
+    assert covered == set(range(len(offsets)))  # every token is in some passage
+
+
+def _tokenizer():
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(bundled_model_path() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+_TOKENIZER = _tokenizer()
+
+
+def test_eval_retrieval_modes_and_chunk_options(tmp_path, tiny_model_dir):
+    from .test_eval_metrics import beir_folder
+
+    folder = beir_folder(tmp_path / "toy")
+    runner = CliRunner()
+    for args, ranked_by in ((["--mode", "lexical"], "lexical, temporary index with no passages"),
+                            ([], "hybrid, temporary index with no passages"),
+                            (["--mode", "hybrid", "--alpha", "0.5"], "hybrid (alpha 0.5), temporary index"),
+                            (["--mode", "dense", "--no-chunk"], f"ranked by {tiny_model_dir}\n")):
+        result = runner.invoke(main, ["eval", "retrieval", str(folder), "--model", str(tiny_model_dir), *args])
+        assert result.exit_code == 0, result.output
+        assert ranked_by in result.stdout and "nDCG@10 " in result.stdout
+    lexical = runner.invoke(main, ["eval", "retrieval", str(folder), "--model", str(tiny_model_dir), "--mode",
+                                   "lexical"]).stdout
+    assert "MRR@10 0.00" in lexical  # "first" and "second" are words of no document: nothing is found
+    bad = runner.invoke(main, ["eval", "retrieval", str(folder), "--index", "x", "--no-chunk"])
+    assert bad.exit_code == 2 and "an --index keeps the passages it was built with" in bad.stderr
+    bad = runner.invoke(main, ["eval", "retrieval", str(folder), "--mode", "dense", "--alpha", "0.5"])
+    assert bad.exit_code == 2 and "--alpha weighs the sides of --mode hybrid" in bad.stderr
