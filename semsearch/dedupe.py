@@ -124,7 +124,8 @@ def dedupe(corpus: str | os.PathLike | None = None, index: str | os.PathLike | N
            text_field: str = "text", id_field: str | None = "id", batch_size: int = 32,
            chunk_size: int | None = None, device: str | None = None, sample: int = 1000,
            partitions: int | None = None, spill: int | None = None, engine: Engine | str = Engine.LOCAL,
-           address: str | None = None, workers: int | None = None, progress: bool = False) -> DedupeResult:
+           address: str | None = None, workers: int | None = None, gpus_per_worker: float = 0,
+           progress: bool = False) -> DedupeResult:
     """Mine ``corpus`` (embedded first) or, without one, ``index`` (its stored vectors) for near-duplicates.
 
     ``embeddings`` (a ``.npy`` or Parquet file, :mod:`semsearch.embeddings_file`) gives precomputed vectors:
@@ -134,8 +135,8 @@ def dedupe(corpus: str | os.PathLike | None = None, index: str | os.PathLike | N
     keeps one document (``keep``: the first, or the longest text) and drops the others.
     ``mode="partitioned"`` mines within ``partitions`` k-means cells with a ``spill`` (see
     :mod:`semsearch.partitioned`). ``engine="ray"`` encodes a corpus and mines on a Ray cluster (``address``,
-    default: a local one) with ``workers`` encoding actors; the result is the same. ``progress`` shows bars
-    on stderr.
+    default: a local one) with ``workers`` encoding actors (``gpus_per_worker`` each); the result is the
+    same. ``progress`` shows bars on stderr.
     """
     threshold = check_threshold(threshold)
     keep, mode, engine = Keep(keep), Mode(mode), Engine(engine)
@@ -154,7 +155,7 @@ def dedupe(corpus: str | os.PathLike | None = None, index: str | os.PathLike | N
 
         documents, vectors, encode_seconds, source = embed_corpus(
             corpus, model=model, format=format, text_field=text_field, id_field=id_field,
-            batch_size=batch_size, workers=workers)
+            batch_size=batch_size, workers=workers, gpus_per_worker=gpus_per_worker)
     elif corpus is not None:
         documents, vectors, encode_seconds, source = corpus_vectors(
             corpus, model=model, format=format, text_field=text_field, id_field=id_field,

@@ -99,9 +99,12 @@ def _read_npy(path: Path, dimension: int | None, count: int | None) -> Embedding
 
 # ----------------------------------------------------------------------------------------------- Parquet
 def _read_parquet(path: Path, dimension: int | None, count: int | None) -> Embeddings:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError(path, "reading Parquet needs pyarrow: pip install 'semsearch[parquet]'") from None
 
     try:
         parquet = pq.ParquetFile(path)

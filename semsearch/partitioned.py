@@ -76,13 +76,17 @@ class Partition:
                 f"largest cell {self.largest:,}")
 
 
-def partition(unit: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *, partitions: int | None = None,
+def partition(embeddings: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *, partitions: int | None = None,
               spill: int | None = None, margin: float = DEFAULT_MARGIN, seed: int = 0) -> Partition:
-    """Cells of the unit rows ``unit``: k-means, then each row's nearest cell and those it borders."""
+    """Cells of the rows of ``embeddings``: k-means, then each row's nearest cell and those it borders.
+
+    Rows are normalised a slice at a time (no normalised copy of the whole matrix is made, so a memory-mapped
+    matrix larger than memory can be partitioned).
+    """
     import faiss
 
     threshold = check_threshold(threshold)
-    n, d = unit.shape
+    n, d = embeddings.shape
     partitions = default_partitions(n) if partitions is None else _positive("partitions", partitions)
     spill = DEFAULT_SPILL if spill is None else _positive("spill", spill)
     if not margin >= 0:
@@ -92,7 +96,7 @@ def partition(unit: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *, partiti
     if partitions == 1:
         everyone = np.arange(n, dtype=np.int64)
         return Partition([everyone] if n >= 2 else [], 1, spill, margin, n, 0, True)
-    centroids = _kmeans(unit, partitions, seed)
+    centroids = _kmeans(embeddings, partitions, seed)
     gram = centroids @ centroids.T
     index = faiss.IndexFlatIP(d)
     index.add(centroids)
@@ -102,7 +106,7 @@ def partition(unit: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *, partiti
     memberships = capped = 0
     step = 1 << 14
     for start in range(0, n, step):
-        sims, cells = index.search(np.ascontiguousarray(unit[start:start + step]), look)
+        sims, cells = index.search(normalise_rows(embeddings[start:start + step]), look)
         nearest = cells[:, :1]
         border = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * gram[nearest, cells]))  # |c_a − c_j|
         near = (sims[:, :1] - sims) <= reach * border + 1e-5  # float32 slack: include rather than miss
@@ -123,16 +127,17 @@ def partition(unit: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *, partiti
                      complete=margin >= 1 and spill == partitions)
 
 
-def _kmeans(unit: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Unit centroids of spherical k-means on a seeded sample of the rows."""
+def _kmeans(embeddings: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Unit centroids of spherical k-means on a seeded sample of the (normalised) rows."""
     import faiss
 
-    n, d = unit.shape
+    n, d = embeddings.shape
     points = min(n, _TRAIN_POINTS_PER_CELL * k)
-    sample = unit if points == n else unit[np.sort(np.random.default_rng(seed).choice(n, points, replace=False))]
+    rows = slice(None) if points == n else np.sort(np.random.default_rng(seed).choice(n, points, replace=False))
+    sample = normalise_rows(embeddings[rows])
     kmeans = faiss.Kmeans(d, k, niter=20, seed=seed, spherical=True, verbose=False,
                           min_points_per_centroid=1, max_points_per_centroid=_TRAIN_POINTS_PER_CELL)
-    kmeans.train(np.ascontiguousarray(sample, dtype=np.float32))
+    kmeans.train(sample)
     return normalise_rows(kmeans.centroids)
 
 
@@ -143,7 +148,13 @@ def mine_cells(embeddings: np.ndarray, cells: Iterable[np.ndarray], threshold: f
 
     Positions are rows of ``embeddings`` (``left < right``), in no particular order.
     """
-    matrix = _as_matrix(embeddings)
+    return _mine_cells(_as_matrix(embeddings), cells, threshold, chunk_size=chunk_size, device=device, dtype=dtype,
+                       progress=progress)
+
+
+def _mine_cells(matrix: np.ndarray, cells: Iterable[np.ndarray], threshold: float, *, chunk_size: int | None,
+                device: str | None, dtype: str | None,
+                progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     n = len(matrix)
     codes, scores = [np.zeros(0, np.int64)], [np.zeros(0)]
     candidates = 0
@@ -177,10 +188,9 @@ def mine_partitioned(embeddings, threshold: float = DEFAULT_THRESHOLD, *, partit
     threshold = check_threshold(threshold)
     matrix = _as_matrix(embeddings)
     n = len(matrix)
-    cells = partition(normalise_rows(matrix), threshold, partitions=partitions, spill=spill, margin=margin,
-                      seed=seed)
-    left, right, scores, candidates = mine_cells(matrix, cells.cells, threshold, chunk_size=chunk_size,
-                                                 device=device, dtype=dtype, progress=progress)
+    cells = partition(matrix, threshold, partitions=partitions, spill=spill, margin=margin, seed=seed)
+    left, right, scores, candidates = _mine_cells(matrix, cells.cells, threshold, chunk_size=chunk_size,
+                                                  device=device, dtype=dtype, progress=progress)
     return ordered_pairs(left, right, scores, threshold, n, candidates), cells
 
 

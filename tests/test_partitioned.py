@@ -84,7 +84,7 @@ def test_unbounded_spill_with_the_proven_margin_equals_exhaustive(n, d, cells, s
 
 def test_partition_invariants():
     x = clustered(2000, seed=2)
-    part = partition(normalise_rows(x), 0.8, partitions=25, spill=3)
+    part = partition(x, 0.8, partitions=25, spill=3)
     counts = np.zeros(len(x), dtype=int)
     for cell in part.cells:
         assert len(cell) >= 2 and (np.diff(cell) > 0).all()
@@ -182,7 +182,7 @@ def test_cli_partitioned_output_equals_exact(corpus, tiny_model_dir):
     (["--approximate", "--partitioned"], "choose --approximate or --partitioned, not both"),
     (["--partitions", "3"], "--partitions and --spill apply with --partitioned"),
     (["--spill", "2"], "--partitions and --spill apply with --partitioned"),
-    (["--workers", "2"], "--address and --workers apply with --engine ray"),
+    (["--workers", "2"], "--address, --workers and --gpus-per-worker apply with --engine ray"),
     (["--engine", "ray", "--approximate"], "--engine ray mines exactly or --partitioned"),
 ])
 def test_cli_usage_errors(corpus, args, message):

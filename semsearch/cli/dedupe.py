@@ -48,6 +48,8 @@ DEDUPE_OUT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")
               help="--engine ray: the cluster to join. [default: $RAY_ADDRESS, else a local one]")
 @click.option("--workers", type=click.IntRange(1), default=None, metavar="N",
               help="--engine ray: encoding actors, each loading the model once. [default: one per 2 CPUs]")
+@click.option("--gpus-per-worker", type=click.FloatRange(0), default=0, metavar="G",
+              help="--engine ray: GPUs each encoding actor takes (1: one GPU each). [default: 0, CPU]")
 @click.option("--chunk-size", type=click.IntRange(1), default=None,
               help="Rows per block of the exhaustive search. [default: from free memory]")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "tsv", "text"]), default=None,
@@ -57,8 +59,8 @@ DEDUPE_OUT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_json, approximate, partitioned,
-               partitions, spill, embeddings, engine, address, workers, chunk_size, fmt, text_field, id_field,
-               batch_size, quiet) -> None:
+               partitions, spill, embeddings, engine, address, workers, gpus_per_worker, chunk_size, fmt,
+               text_field, id_field, batch_size, quiet) -> None:
     """Find near-duplicate documents: every pair with cosine >= the threshold, grouped into clusters.
 
     Mines CORPUS (embedded first, same formats as `index`), the vectors of --embeddings FILE, or, without
@@ -79,8 +81,8 @@ def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_j
         raise click.UsageError("choose --approximate or --partitioned, not both")
     if not partitioned and (partitions is not None or spill is not None):
         raise click.UsageError("--partitions and --spill apply with --partitioned")
-    if engine != "ray" and (address is not None or workers is not None):
-        raise click.UsageError("--address and --workers apply with --engine ray")
+    if engine != "ray" and (address is not None or workers is not None or gpus_per_worker):
+        raise click.UsageError("--address, --workers and --gpus-per-worker apply with --engine ray")
     if engine == "ray" and approximate:
         raise click.UsageError("--engine ray mines exactly or --partitioned; drop --approximate")
     if out is not None and Path(out).suffix.lower() not in DEDUPE_OUT_SUFFIXES:
@@ -91,7 +93,7 @@ def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_j
                     threshold=DEFAULT_THRESHOLD if threshold is None else threshold, top_k=top_k,
                     keep=keep or "first", mode=mode, model=model, format=fmt, text_field=text_field,
                     id_field=id_field, batch_size=batch_size, chunk_size=chunk_size, partitions=partitions,
-                    spill=spill, engine=engine, address=address, workers=workers,
+                    spill=spill, engine=engine, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
                     progress=not quiet and sys.stderr.isatty())
     rows = result_rows(result, view)
     if out is not None:
