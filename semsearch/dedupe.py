@@ -157,6 +157,8 @@ def dedupe(corpus: str | os.PathLike | None = None, index: str | os.PathLike | N
             corpus, model=model, format=format, text_field=text_field, id_field=id_field,
             batch_size=batch_size, workers=workers, gpus_per_worker=gpus_per_worker)
     elif corpus is not None:
+        if Path(str(corpus)).suffix.lower() in (".parquet", ".pq"):
+            raise InputError(corpus, "a Parquet corpus is read with --engine ray (or convert it to JSONL)")
         documents, vectors, encode_seconds, source = corpus_vectors(
             corpus, model=model, format=format, text_field=text_field, id_field=id_field,
             batch_size=batch_size, device=device, progress=progress)

@@ -259,11 +259,14 @@ class _Embed:
         good = [i for i, t in enumerate(texts) if t is not None]
         d = self.encoder.dimension
         vectors = np.zeros((len(texts), d), dtype=np.float32)
+        started = time.perf_counter()
         if good:
             vectors[good] = self.encoder.encode([texts[i] for i in good], batch_size=self.batch_size,
                                                 show_progress=False)
+        seconds = (time.perf_counter() - started) / max(1, len(texts))  # per row: the column sums to actor time
         column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), d)
-        return batch.append_column("vector", column)
+        return batch.append_column("vector", column).append_column(
+            "encode_s", pa.array(np.full(len(texts), seconds), type=pa.float64()))
 
 
 def _maybe_crash() -> None:
