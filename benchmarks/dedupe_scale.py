@@ -239,7 +239,7 @@ def setup_lines(args) -> list[str]:
             f"load average at the start {' / '.join(f'{v:.1f}' for v in os.getloadavg())}.",
             f"- Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"numpy {np.__version__}, faiss {version('faiss-cpu')}.",
-            f"- Threshold {THRESHOLD}. Partitioned: `mine_partitioned` defaults (√n k-means cells trained on 64 "
+            f"- Threshold {THRESHOLD}. Partitioned: `mine_partitioned` defaults (√n k-means cells, 10 rounds on 32 "
             "points per cell, spill up to 3 cells within 0.3 of the proven border distance, exact miner per cell). "
             "Exact: `mine_pairs` (bfloat16 blocks where faster, float64 re-scoring).",
             f"- Each step runs once in a fresh subprocess that loads the matrix from .npy (memory-mapped above "

@@ -3,13 +3,14 @@
 Ray is an optional extra (``pip install 'semsearch[ray]'``); nothing here imports it before it is needed.
 What runs where:
 
-* **Reading.** JSONL, CSV/TSV and text files are read by :mod:`semsearch.corpus`'s own reader inside a Ray
-  Data read task (one per file, on the driver's node, where the path was given), so records, ids, line
-  numbers and errors are those of a local run. Parquet is read by ``ray.data.read_parquet`` (in parallel,
-  local paths or any filesystem Ray Data knows: ``s3://``, ``gs://``...); its rows are numbered per file.
-* **Encoding.** ``map_batches`` over an actor pool (``concurrency=workers``): each actor loads the encoder
-  once, CPU or one GPU each, and returns the vectors beside the records. Ray restarts a dead actor and
-  retries its batch (twice; then the run fails).
+* **Reading.** Ray Data read tasks, one per file, running semsearch's own readers: JSONL, CSV/TSV and text
+  through :mod:`semsearch.corpus` on the driver's node (where the path was given), so records, ids, line
+  numbers and errors are those of a local run; Parquet files, folders of them or object-store prefixes
+  (``s3://``, ``gs://``: Arrow's filesystems) on any node, rows numbered per file. Readers take no CPU slot:
+  on a small cluster the encoding actors hold them all.
+* **Encoding.** ``map_batches`` over an actor pool (``ActorPoolStrategy(size=workers)``): each actor loads
+  the encoder once, on CPUs ÷ workers threads or on a GPU, and returns the vectors with the records. Ray
+  restarts a dead actor and retries its batch (twice; then the run fails with one line).
 * **Writing.** The driver receives the blocks in input order and hands them to one
   :class:`~semsearch.index.IndexWriter` (``add(records, vectors=...)``); the manifest is swapped once at
   the end, so a failed run leaves the index as it was.

@@ -3,7 +3,7 @@
 The recipe of SemDeDup (Abbas et al., 2023), with the border handled. Exhaustive mining costs ``n²/2`` dot
 products; near-duplicates are close, so only documents of one region need comparing:
 
-1. **Cells.** Spherical k-means (FAISS) on the unit vectors, trained on a seeded sample, gives ``C`` centroids.
+1. **Cells.** Spherical k-means (FAISS; 10 rounds on a seeded sample of 32 rows per cell) gives ``C`` centroids.
 2. **Spill.** Each document joins its nearest cell ``a`` and, up to ``spill`` cells in all, the next cells
    ``j`` it lies near the border of: ``s_a − s_j <= margin · r · |c_a − c_j|``, where ``s`` are cosines
    to the unit centroids and ``r = √(2(1−t))`` is the distance of two unit vectors at the threshold ``t``.
@@ -37,7 +37,8 @@ DEFAULT_SPILL = 3
 DEFAULT_MARGIN = 0.3
 #: Below this many documents the default is one cell: the exhaustive search, exact and instant.
 SMALL = 4096
-_TRAIN_POINTS_PER_CELL = 64  # k-means sample: enough for stable centroids, seconds even at 1M
+_TRAIN_POINTS_PER_CELL = 32  # k-means sample and rounds: the spill covers rough borders (measured: same recall as
+_KMEANS_ITERATIONS = 10     # 64 points and 20 rounds to 5e-4 on real-ish data, half the time)
 _SMALL_CELL = 4096  # cells with fewer documents are mined single-threaded, several at once
 
 
@@ -136,7 +137,7 @@ def _kmeans(embeddings: np.ndarray, k: int, seed: int) -> np.ndarray:
     points = min(n, _TRAIN_POINTS_PER_CELL * k)
     rows = slice(None) if points == n else np.sort(np.random.default_rng(seed).choice(n, points, replace=False))
     sample = normalise_rows(embeddings[rows])
-    kmeans = faiss.Kmeans(d, k, niter=20, seed=seed, spherical=True, verbose=False,
+    kmeans = faiss.Kmeans(d, k, niter=_KMEANS_ITERATIONS, seed=seed, spherical=True, verbose=False,
                           min_points_per_centroid=1, max_points_per_centroid=_TRAIN_POINTS_PER_CELL)
     kmeans.train(sample)
     return normalise_rows(kmeans.centroids)
