@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Encoder": "encoder", "EncoderSpec": "encoder", "DEFAULT_MODEL": "encoder",
     "Pooling": "pooling",
-    "Index": "index", "IndexWriter": "index", "Hit": "index", "AddReport": "index",
+    "Index": "index", "IndexWriter": "index", "Hit": "index", "AddReport": "index", "compact": "index",
     "Record": "corpus", "read_records": "corpus",
     "index_corpus": "api", "search": "api",
     "evaluate_sts": "evaluation", "StsResult": "evaluation",
@@ -22,7 +22,8 @@ _EXPORTS = {
     "train_model": "training.trainer", "TrainConfig": "training.trainer", "TrainReport": "training.trainer",
     "save_model": "training.save", "Objective": "training.losses",
     "SemsearchError": "errors", "InputError": "errors", "ModelError": "errors",
-    "IndexNotFoundError": "errors", "IndexFormatError": "errors",
+    "IndexNotFoundError": "errors", "IndexFormatError": "errors", "IndexDamaged": "errors", "WriterBusy": "errors",
+    "InvalidArgument": "errors", "UnsupportedModel": "errors", "InferenceOnly": "errors",
     "mine_pairs": "mining", "plan_keep": "mining", "find_clusters": "mining", "Pairs": "mining",
     "KeepPlan": "mining", "Keep": "mining", "DEFAULT_THRESHOLD": "mining",
     "dedupe": "dedupe", "DedupeResult": "dedupe",
@@ -37,13 +38,19 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'semsearch' has no attribute {name!r}")
 
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # every name of _EXPORTS, for type checkers and IDEs (a test keeps the two in step)
     from .api import index_corpus, search
     from .corpus import Record, read_records
     from .dedupe import DedupeResult, dedupe
     from .encoder import DEFAULT_MODEL, Encoder, EncoderSpec
-    from .errors import IndexFormatError, IndexNotFoundError, InputError, ModelError, SemsearchError
-    from .evaluation import StsResult, evaluate_sts
-    from .index import AddReport, Hit, Index, IndexWriter
+    from .errors import (IndexDamaged, IndexFormatError, IndexNotFoundError, InferenceOnly, InputError,
+                         InvalidArgument, ModelError, SemsearchError, UnsupportedModel, WriterBusy)
+    from .evaluation import StsResult, evaluate_nli, evaluate_pairs, evaluate_sts, evaluate_triplets
+    from .index import AddReport, Hit, Index, IndexWriter, compact
+    from .metrics import RetrievalMetrics
     from .mining import DEFAULT_THRESHOLD, Keep, KeepPlan, Pairs, find_clusters, mine_pairs, plan_keep
     from .pooling import Pooling
+    from .retrieval import RetrievalResult, evaluate_retrieval
+    from .training.losses import Objective
+    from .training.save import save_model
+    from .training.trainer import TrainConfig, TrainReport, train_model

@@ -25,7 +25,7 @@ def index_corpus(corpus: str | os.PathLike, index: str | os.PathLike | None = No
                  model: str | None = None, pooling: Pooling | str | None = None, encoder: "Encoder | None" = None,
                  format: Format | str | None = None, text_field: str = "text", id_field: str | None = "id",
                  batch_size: int = 32, chunk_size: int = 2048, skip_invalid: bool = False,
-                 index_type: str = "auto", precision: str | None = None,
+                 index_type: str = "auto", precision: str | None = None, embeddings=None, force: bool = False,
                  progress: Callable[[int], None] | None = None) -> AddReport:
     """Embed the records of ``corpus`` into ``index`` (created when missing).
 
@@ -35,6 +35,11 @@ def index_corpus(corpus: str | os.PathLike, index: str | os.PathLike | None = No
     :mod:`semsearch.vectors`); ``auto`` is exact flat search unless the file has more lines than
     :data:`~semsearch.vectors.AUTO_FLAT_MAX` (stdin: flat). ``precision="bf16"`` embeds in bfloat16 (a new
     index records it and its queries use it; see :meth:`Encoder.load`); an existing index keeps its own.
+
+    ``embeddings``: precomputed vectors instead of embedding, a float array (row i belongs to record i) or the
+    path of a ``.npy``/Parquet file (see :mod:`semsearch.embeddings_file`); ``model`` names the model that made
+    them (default: the bundled one), whose dimension they must have. ``force`` creates the index in a folder that
+    holds other files (they are never touched).
     """
     skipped: list[InputError] = []
     if encoder is None and (model is not None or pooling is not None) and not _exists(index):
@@ -47,14 +52,89 @@ def index_corpus(corpus: str | os.PathLike, index: str | os.PathLike | None = No
     expected = None
     if str(index_type).strip().lower() == "auto" and str(corpus) != STDIN and not _exists(index):
         expected = _count_lines(corpus)
+    vectors = None
+    if embeddings is not None:
+        records, vectors = _precomputed(records, embeddings, model, index, skip_invalid)
+        expected = len(vectors)
     with IndexWriter(index, encoder, model=model, index_type=index_type, expected_count=expected,
-                     precision=precision) as writer:
-        report = writer.add(records, batch_size=batch_size, chunk_size=chunk_size, source=source, progress=progress)
+                     precision=precision, force=force) as writer:
+        if vectors is not None and writer.spec is None and encoder is None:
+            writer._encoder = _SpecOnly(_model_spec(model, precision))  # a new index: the model's spec, no weights
+        if vectors is not None:
+            dimension = (writer.spec or writer.encoder.spec).dimension
+            if vectors.shape[1] != dimension:
+                raise InputError(str(embeddings) if not hasattr(embeddings, "shape") else "<embeddings>",
+                                 f"vectors are {vectors.shape[1]}-d, the index's model gives {dimension}-d")
+        report = writer.add(records, vectors=vectors, batch_size=batch_size, chunk_size=chunk_size, source=source,
+                            progress=progress)
         report.skipped = len(skipped)
         report.skipped_examples = [str(e) for e in skipped[:5]]
         if report.read == 0:
             raise InputError(source, "no valid records" if skipped else "no records: the file is empty")
     return report
+
+
+class _SpecOnly:
+    """Stands for the encoder of a new index built from precomputed vectors: its spec, no weights loaded."""
+
+    def __init__(self, spec) -> None:
+        self.spec = spec
+        self.dimension = spec.dimension
+
+    def encode(self, texts, **_):
+        from .errors import ModelError
+
+        raise ModelError("this write has precomputed vectors only; an encoder is needed to embed texts")
+
+
+def _model_spec(model: str | None, precision: str | None):
+    """The spec of a model folder read from its files, without loading its weights."""
+    from .encoder import DEFAULT_MODEL, Encoder, check_precision, folder_spec, read_st_config, resolve_model
+
+    name = str(model or DEFAULT_MODEL)
+    folder = resolve_model(name)
+    spec = folder_spec(name, folder, read_st_config(folder), pooling=None, normalize=True, max_length=None,
+                       precision=check_precision(precision or "fp32"))
+    if not spec.dimension:  # config.json names no hidden size: the model itself says
+        return Encoder.load(model, backend="auto", precision=precision or "fp32").spec
+    return spec
+
+
+def _precomputed(records, embeddings, model, index, skip_invalid: bool):
+    """Records and the vectors that belong to them, checked (count, dimension, NaN, zero rows) and normalised."""
+    import numpy as np
+
+    from .embeddings_file import check_matrix, read_embeddings
+
+    records = list(records)
+    if isinstance(embeddings, (str, os.PathLike)) and skip_invalid and \
+            not str(embeddings).lower().endswith((".parquet", ".pq")):
+        raise InputError(str(embeddings), "rows of a .npy file belong to records by position, so --skip-invalid "
+                                          "cannot be used with it (a Parquet file matches vectors by id)")
+    if isinstance(embeddings, (str, os.PathLike)):
+        loaded = read_embeddings(embeddings, count=None)
+        name = str(embeddings)
+        if loaded.ids is not None:  # Parquet: matched by id
+            by_id = {doc_id: row for row, doc_id in enumerate(loaded.ids)}
+            missing = [r.id for r in records if r.id not in by_id]
+            if missing:
+                raise InputError(name, f"no embedding for id {missing[0]!r} ({len(missing)} records have none)")
+            vectors = loaded.vectors[[by_id[r.id] for r in records]]
+        else:
+            vectors = loaded.vectors
+    else:
+        name = "<embeddings>"
+        vectors = check_matrix(np.asarray(embeddings), name)
+    if len(vectors) != len(records):
+        raise InputError(name, f"{len(vectors)} vectors for {len(records)} records (one row per record)")
+    return records, vectors
+
+
+def compact_index(index: str | os.PathLike | None = None):
+    """Merge an index's segments and purge deleted documents (see :func:`semsearch.index.compact`)."""
+    from .index import compact
+
+    return compact(index)
 
 
 def delete_documents(index: str | os.PathLike | None = None, *, ids: Sequence[str] = (),

@@ -1,11 +1,13 @@
-"""A lean BERT encoder for inference: the same arithmetic as transformers' BertModel, a fraction of the start-up.
+"""A lean BERT encoder in torch, for inference: the same arithmetic as transformers' BertModel.
 
-Importing transformers and building its BertModel costs seconds per process (``semsearch query`` pays
-them on every call) and a per-layer overhead that matters for one short query. BERT's encoder is small
+The default inference path is onnxruntime (:mod:`semsearch.onnx_backend`), which computes in fp32 only. This
+module is the torch inference path (``backend="torch"``) and the fast bf16 one: its matrices can be stored in
+bfloat16 (:meth:`LeanBert.cast_matmul_weights`), about 1.7x the fp32 speed on CPUs with native bf16, which
+transformers under autocast does not reach (it casts the weights on every call). BERT's encoder is small
 enough to write down: embeddings, then per layer self-attention and a feed-forward block, each followed by
-a residual LayerNorm. Weights come straight from the safetensors file, the tokenizer from
-``tokenizer.json`` through the ``tokenizers`` library. The vectors equal transformers' to float rounding
-(tested against sentence-transformers to 1e-5); models other than BERT use transformers.
+a residual LayerNorm. Weights come straight from the safetensors file; the tokenizer is
+:class:`semsearch.tokenizer.FastTokenizer`. The vectors equal transformers' to float rounding (tested against
+sentence-transformers to 1e-5); models other than BERT use transformers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import math
 from pathlib import Path
 
 import numpy as np
+
+from .errors import InferenceOnly
 
 SUPPORTED = {"bert"}
 
@@ -70,7 +74,7 @@ class LeanBert:
 
     def train(self, mode: bool = True) -> "LeanBert":
         if mode:
-            raise RuntimeError("LeanBert is for inference; load the encoder with backend='transformers' to train")
+            raise InferenceOnly("LeanBert is for inference; load the encoder with backend='transformers' to train")
         return self
 
     def __call__(self, input_ids, attention_mask, token_type_ids=None):
@@ -108,46 +112,3 @@ class LeanBert:
             x = F.layer_norm(out + x, (hidden,), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"],
                              self.eps)
         return x
-
-
-class LeanTokenizer:
-    """The part of a transformers tokenizer the encoder uses, over ``tokenizers.Tokenizer`` directly."""
-
-    def __init__(self, folder: Path) -> None:
-        from tokenizers import Tokenizer
-
-        self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
-        config = {}
-        if (folder / "tokenizer_config.json").is_file():
-            config = json.loads((folder / "tokenizer_config.json").read_text())
-        pad = config.get("pad_token", "[PAD]")
-        pad = pad.get("content", "[PAD]") if isinstance(pad, dict) else pad
-        self.pad_token_id = self._tokenizer.token_to_id(pad) or 0
-        limit = config.get("model_max_length", 512)
-        self.model_max_length = int(limit) if isinstance(limit, (int, float)) and limit < 1e9 else 10**6
-
-    def __call__(self, texts, padding=False, truncation=False, max_length=None, return_attention_mask=True,
-                 return_tensors=None, verbose=True):
-        if max_length is not None and truncation:
-            self._tokenizer.enable_truncation(max_length)
-        else:
-            self._tokenizer.no_truncation()
-        encodings = self._tokenizer.encode_batch(list(texts))
-        out = {"input_ids": [e.ids for e in encodings], "token_type_ids": [e.type_ids for e in encodings]}
-        if return_attention_mask or padding:
-            out["attention_mask"] = [e.attention_mask for e in encodings]
-        if padding:
-            import torch
-
-            width = max((len(ids) for ids in out["input_ids"]), default=0)
-            padded = {}
-            for key, rows in out.items():
-                fill = self.pad_token_id if key == "input_ids" else 0
-                array = np.full((len(rows), width), fill, dtype=np.int64)
-                for i, row in enumerate(rows):
-                    array[i, :len(row)] = row
-                padded[key] = torch.from_numpy(array) if return_tensors == "pt" else array.tolist()
-            return padded
-        return out

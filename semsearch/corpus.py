@@ -15,7 +15,7 @@ from enum import Enum
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from .errors import InputError
+from .errors import InputError, choice
 
 OnInvalid = Callable[[InputError], None]
 
@@ -51,9 +51,10 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def guess_format(path: str | Path) -> Format:
-    """The format a path's suffix names; plain text when it names none."""
-    return _SUFFIXES.get(Path(str(path)).suffix.lower(), Format.TEXT)
+def guess_format(path: str | Path, default: Format | None = Format.TEXT) -> Format | None:
+    """The format a path's suffix names (``.jsonl``/``.ndjson``/``.json``, ``.csv``, ``.tsv``/``.tab``,
+    ``.txt``, in any case); ``default`` when it names none. The one suffix table of the project."""
+    return _SUFFIXES.get(Path(str(path)).suffix.lower(), default)
 
 
 def _open(path: str | Path) -> BinaryIO:
@@ -95,10 +96,11 @@ def read_records(path: str | Path, *, format: Format | str | None = None, text_f
     A bad record raises :class:`InputError`, or, when ``on_invalid`` is given, is passed to it and skipped.
     """
     name = "<stdin>" if str(path) == STDIN else str(path)
+    fmt = choice(Format, format, "format") if format is not None else None
     fh = _open(path)
     try:
         lines = _lines(fh, name, on_invalid)
-        if format is None:
+        if fmt is None:
             if str(path) == STDIN:
                 first = next(lines, None)
                 if first is None:
@@ -107,8 +109,6 @@ def read_records(path: str | Path, *, format: Format | str | None = None, text_f
                 lines = _chain(first, lines)
             else:
                 fmt = guess_format(path)
-        else:
-            fmt = Format(format)
         if fmt is Format.JSONL:
             records = _jsonl(lines, name, text_field, id_field)
         elif fmt in (Format.CSV, Format.TSV):
@@ -138,6 +138,16 @@ def _make(values: dict, name: str, line: int, text_field: str, id_field: str | N
         return _record(values, name, line, text_field, id_field)
     except InputError as error:
         return error
+
+
+def record_from_fields(values: dict, name: str, line: int, *, text_field: str = "text",
+                       id_field: str | None = "id") -> Record:
+    """One record from an already parsed object (a JSON object sent to the server, say), by the same rules
+    as a corpus line: the text field must be a non-empty string, the id a string or an integer (missing or
+    empty: the first 16 hex digits of the text's SHA-256), every other field is metadata. ``values`` is not
+    changed. Raises :class:`InputError` naming ``name`` and ``line``.
+    """
+    return _record(dict(values), name, line, text_field, id_field)
 
 
 def _record(values: dict, name: str, line: int, text_field: str, id_field: str | None) -> Record:
@@ -171,7 +181,8 @@ def json_objects(numbered_lines: Iterable[tuple[int, str]]) -> Iterator[tuple[in
         try:
             value = json.loads(line.rstrip("\r\n"))  # an error at the end of the line points at its last column
         except json.JSONDecodeError as exc:
-            yield number, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+            what = exc.msg.removesuffix(" at")  # "Unterminated string starting at": no "at at column"
+            yield number, None, f"invalid JSON ({what} at column {exc.colno})"
             continue
         if not isinstance(value, dict):
             yield number, None, f"expected a JSON object, got {type(value).__name__}"
@@ -184,40 +195,108 @@ def _jsonl(lines, name, text_field, id_field) -> Iterator[Record]:
         yield InputError(name, problem, number) if problem else _make(value, name, number, text_field, id_field)
 
 
+MAX_QUOTED_LINES = 1000  # a quoted CSV field longer than this is taken for a stray quote
+
+
 def _table(lines, name, delimiter, text_field, id_field) -> Iterator[Record]:
-    numbered = _Numbered(lines)
-    reader = csv.reader(numbered, delimiter=delimiter)
-    try:
-        header = next(reader, None)
-        if header is None:
+    """Rows of a CSV/TSV stream as records. A stray ``"`` (a quoted field that never closes, or that runs over
+    lines and is closed by someone else's quote) is reported at the line where it opened; when that error is
+    skipped, reading resumes on the next line, so one bad line costs one record, never the rest of the file."""
+    source: Iterator[tuple[int, str]] = iter(lines)
+    header: list[str] | None = None
+    end = 0  # the last line of the previous row
+    while True:
+        feed = _QuoteGuard(source, delimiter)
+        reader = csv.reader(feed, delimiter=delimiter)
+        try:
+            for row in reader:
+                start, end = end + 1, feed.number
+                if header is None:
+                    header = [h.strip() for h in row]
+                    continue
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    yield InputError(name, f"{len(row)} fields where the header has {len(header)}", start)
+                    continue
+                yield _make(dict(zip(header, row)), name, start, text_field, id_field)
             return
-        header = [h.strip() for h in header]
-        end = numbered.number
-        for row in reader:
-            start, end = end + 1, numbered.number
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                yield InputError(name, f"{len(row)} fields where the header has {len(header)}", start)
-                continue
-            yield _make(dict(zip(header, row)), name, start, text_field, id_field)
-    except csv.Error as exc:
-        raise InputError(name, f"malformed CSV ({exc})", numbered.number) from None
+        except _StrayQuote as stray:
+            error = InputError(name, f"unterminated quote ({stray.how})", stray.line)
+            if header is None:
+                raise error from None  # a broken header leaves no columns to read the rest by
+            yield error
+            source, end = _chain_all(stray.after, source), stray.line  # resume on the line after the quote
+        except csv.Error as exc:
+            raise InputError(name, f"malformed CSV ({exc})", feed.number) from None
 
 
-class _Numbered:
-    """Feeds lines to csv.reader and remembers the number of the last line it gave."""
+def _chain_all(first: list, rest: Iterator) -> Iterator:
+    yield from first
+    yield from rest
 
-    def __init__(self, lines):
+
+class _StrayQuote(Exception):
+    def __init__(self, line: int, how: str, after: list[tuple[int, str]]) -> None:
+        super().__init__(line, how)
+        self.line, self.how, self.after = line, how, after
+
+
+class _QuoteGuard:
+    """Feeds lines to csv.reader, remembering the number of the last one, and follows the quoting as
+    csv.reader does (a ``"`` opens a quoted field only at the start of a field; ``""`` inside one is a quote).
+
+    Python's csv is lenient: a stray quote silently swallows every following line into one field. A quoted
+    field that spans lines must end at a delimiter or the line's end, close before the end of the input, and
+    span at most :data:`MAX_QUOTED_LINES` lines; otherwise :class:`_StrayQuote` names the line that opened it
+    and hands back the lines read after it. A quoted field within one line is left to csv as before.
+    """
+
+    def __init__(self, lines: Iterator[tuple[int, str]], delimiter: str) -> None:
         self._lines = lines
+        self._delimiter = delimiter
         self.number = 0
+        self._opened = 0  # line of the open quoted field, 0 when none is open
+        self._after: list[tuple[int, str]] = []  # lines read since it opened
 
     def __iter__(self):
         return self
 
     def __next__(self) -> str:
-        self.number, line = next(self._lines)
+        try:
+            self.number, line = next(self._lines)
+        except StopIteration:
+            if self._opened:
+                raise _StrayQuote(self._opened, "the field runs to the end of the input", self._after) from None
+            raise
+        if self._opened:
+            self._after.append((self.number, line))
+            if len(self._after) >= MAX_QUOTED_LINES:
+                raise _StrayQuote(self._opened, f"the field runs over more than {MAX_QUOTED_LINES:,} lines",
+                                  self._after)
+        self._scan(line)
         return line
+
+    def _scan(self, line: str) -> None:
+        pos, delimiter = 0, self._delimiter
+        while True:
+            quote = line.find('"', pos)
+            if quote < 0:
+                return
+            if not self._opened:
+                if quote == 0 or line[quote - 1] == delimiter:  # a field starts with a quote
+                    self._opened, self._after = self.number, []
+                pos = quote + 1  # (elsewhere a quote is a plain character)
+                continue
+            following = line[quote + 1:quote + 2]
+            if following == '"':  # an escaped quote
+                pos = quote + 2
+                continue
+            crossed = self.number != self._opened
+            if crossed and following not in (delimiter, "\n", "\r", ""):
+                raise _StrayQuote(self._opened, f"the field runs to line {self.number}", self._after)
+            self._opened, self._after = 0, []
+            pos = quote + 1
 
 
 def _text(lines) -> Iterator[Record]:
@@ -239,4 +318,4 @@ def iter_batches(records: Iterator[Record], size: int) -> Iterator[list[Record]]
         yield batch
 
 
-__all__ = ["Format", "Record", "read_records", "guess_format", "content_hash", "iter_batches", "STDIN"]
+__all__ = ["Format", "Record", "read_records", "record_from_fields", "guess_format", "content_hash", "iter_batches", "STDIN"]

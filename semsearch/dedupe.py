@@ -24,8 +24,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import IndexFormatError, InputError, SemsearchError
+from .corpus import Format, guess_format
+from .errors import IndexFormatError, InputError, SemsearchError, choice
+from .vectors import IndexTypeError
 from .mining import DEFAULT_THRESHOLD, Keep, Pairs, check_threshold, exact_scores, mine_pairs, plan_keep, select_top_k
+from .similarity import normalise_rows
+
+OUT_FORMATS = (Format.JSONL, Format.CSV)  # what --out writes
 
 
 class Mode(str, Enum):
@@ -139,7 +144,8 @@ def dedupe(corpus: str | os.PathLike | None = None, index: str | os.PathLike | N
     same. ``progress`` shows bars on stderr.
     """
     threshold = check_threshold(threshold)
-    keep, mode, engine = Keep(keep), Mode(mode), Engine(engine)
+    keep, mode = choice(Keep, keep, "keep rule"), choice(Mode, mode, "mode")
+    engine = choice(Engine, engine, "engine")
     if index is not None and (corpus is not None or embeddings is not None):
         raise SemsearchError("give a corpus file (and/or an embeddings file) or an index, not both")
     if engine is Engine.RAY:
@@ -172,29 +178,19 @@ def dedupe(corpus: str | os.PathLike | None = None, index: str | os.PathLike | N
     return result
 
 
-# The storage layer's reading API, one line each: after the segments merge they become
-# ``opened.stored_vectors()`` and ``opened.fetch_rowids(rowids)``.
-def _stored_vectors(opened) -> tuple[np.ndarray, np.ndarray]:
-    return opened.vectors.vectors()
-
-
-def _fetch_rowids(opened, rowids: list[int]) -> dict:
-    return opened.store.fetch(rowids)
-
-
 def index_vectors(index: str | os.PathLike | None = None) -> tuple[list[Document], np.ndarray, str]:
     """The documents of an index (row-id order) and their stored vectors: nothing is re-encoded."""
     from .index import Index
 
     with Index.open(index) as opened:
         try:
-            rowids, vectors = _stored_vectors(opened)
-        except (RuntimeError, AttributeError) as exc:  # a FAISS index type that keeps no raw vectors
+            rowids, vectors = opened.stored_vectors()
+        except (RuntimeError, AttributeError, IndexTypeError) as exc:  # a FAISS index type that keeps no raw vectors
             raise IndexFormatError(
-                f"{opened.path}: its FAISS index ({opened.vectors.factory}) cannot return the stored vectors "
-                f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); dedupe the corpus file "
-                "instead: semsearch dedupe CORPUS") from None
-        stored = _fetch_rowids(opened, rowids.tolist())
+                f"{opened.path}: its FAISS index ({opened.manifest.faiss.get('factory')}) cannot return the stored "
+                f"vectors ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); dedupe the corpus "
+                "file instead: semsearch dedupe CORPUS") from None
+        stored = opened.fetch_rowids(rowids.tolist())
         missing = [r for r in rowids.tolist() if r not in stored]
         if missing:
             raise IndexFormatError(f"{opened.path}: {len(missing)} vectors have no document (first row id "
@@ -217,7 +213,7 @@ def corpus_vectors(corpus: str | os.PathLike, *, model: str | None = None, forma
     documents = [Document(i, r.id, r.text, r.line) for i, r in enumerate(records)]
     unique: dict[str, int] = {}
     slots = np.array([unique.setdefault(r.text, len(unique)) for r in records], dtype=np.int64)
-    encoder = Encoder.load(model, device=device)
+    encoder = Encoder.load(model, device=device, backend="auto")  # onnx where it applies
     started = time.perf_counter()
     vectors = encoder.encode(list(unique), batch_size=batch_size, show_progress=progress)[slots]
     return documents, vectors, time.perf_counter() - started, source
@@ -256,7 +252,8 @@ def dedupe_vectors(vectors: np.ndarray, documents: Sequence[Document], *, thresh
                    partitions: int | None = None, spill: int | None = None, engine: Engine | str = Engine.LOCAL,
                    progress: bool = False, source: str = "") -> DedupeResult:
     """Mine ``vectors`` (row ``i`` belongs to ``documents[i]``) and turn the pairs into clusters and a plan."""
-    keep, mode, engine = Keep(keep), Mode(mode), Engine(engine)
+    keep, mode = choice(Keep, keep, "keep rule"), choice(Mode, mode, "mode")
+    engine = choice(Engine, engine, "engine")
     if mode is not Mode.PARTITIONED and (partitions is not None or spill is not None):
         raise SemsearchError("partitions and spill apply to the partitioned mode")
     if len(vectors) != len(documents):
@@ -333,8 +330,9 @@ def _bar(n: int, enabled: bool, exhaustive: bool = True):
 
     from tqdm.auto import tqdm
 
-    return tqdm(total=(n * (n - 1) // 2 if n > 1 else 0) if exhaustive else None, unit="pair", unit_scale=True, desc="mining",
-                disable=not enabled, leave=False, file=sys.stderr)
+    total = (n * (n - 1) // 2 if n > 1 else 0) if exhaustive else None  # partitioned: not known ahead
+    return tqdm(total=total, unit="pair", unit_scale=True, desc="mining", disable=not enabled, leave=False,
+                file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------- approximate
@@ -361,8 +359,7 @@ def mine_approximate(embeddings: np.ndarray, threshold: float = DEFAULT_THRESHOL
     if sample < 1:
         raise SemsearchError(f"the recall sample must hold at least 1 document, got {sample}")
     d = matrix.shape[1]
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    unit = np.ascontiguousarray(np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0))
+    unit = np.ascontiguousarray(normalise_rows(matrix))
     nlist = nlist or min(int(2 * math.sqrt(n)), n // 40)  # k-means wants >= 39 points per list
     nprobe = min(max(nlist, 1), nprobe or 8)
     if nlist < 2:  # too few documents to partition: one flat list, searched exhaustively
@@ -420,8 +417,7 @@ def _recall(matrix: np.ndarray, left: np.ndarray, right: np.ndarray, threshold: 
 def mine_rows(matrix: np.ndarray, rows: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Exact: ``(row, partner)`` for every partner of each of ``rows`` with cosine >= threshold (no self)."""
     matrix = np.asarray(matrix, dtype=np.float32)
-    norms = np.linalg.norm(matrix, axis=1)
-    unit = np.divide(matrix, norms[:, None], out=np.zeros_like(matrix), where=norms[:, None] > 0)
+    unit = normalise_rows(matrix)
     lefts, rights = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for start in range(0, len(rows), 256):
         part = np.asarray(rows[start:start + 256], dtype=np.int64)
@@ -448,7 +444,7 @@ def result_rows(result: DedupeResult, view: View | str = View.PAIRS) -> list[dic
     representative, score, link_id, link_score, text``; plan: one row per document, ``id, action,
     duplicate_of, score``. Corpus input adds the line numbers (``line_a``/``line_b``, ``line``).
     """
-    view = View(view)
+    view = choice(View, view, "view")
     lines = bool(result.documents) and result.documents[0].line is not None
     rows: list[dict] = []
     if view is View.PAIRS:
@@ -481,21 +477,27 @@ def result_rows(result: DedupeResult, view: View | str = View.PAIRS) -> list[dic
     return rows
 
 
+def out_format(path: str | os.PathLike) -> Format:
+    """The format an output file's suffix names: JSON lines or CSV (anything else is an :class:`InputError`)."""
+    fmt = guess_format(path, default=None)
+    if fmt not in OUT_FORMATS:
+        raise InputError(path, "use a .jsonl or .csv file (JSON lines or CSV)")
+    return fmt
+
+
 def write_rows(path: str | os.PathLike, rows: list[dict], fields: Sequence[str] | None = None) -> str:
     """Write records as JSON lines (``.jsonl``, ``.ndjson``, ``.json``) or CSV (``.csv``), atomically.
 
     Returns the format written. CSV needs ``fields`` (the header) when ``rows`` is empty.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".ndjson", ".json", ".csv"):
-        raise SemsearchError(f"{path}: cannot tell the format from {suffix or 'no suffix'!r}; use .jsonl or .csv")
+    fmt = out_format(path)
     if not path.parent.is_dir():
         raise InputError(path, "its folder does not exist")
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            if suffix == ".csv":
+            if fmt is Format.CSV:
                 header = list(fields or (rows[0].keys() if rows else []))
                 writer = csv.DictWriter(fh, fieldnames=header)
                 writer.writeheader()
@@ -507,12 +509,12 @@ def write_rows(path: str | os.PathLike, rows: list[dict], fields: Sequence[str] 
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise InputError(path, f"cannot be written ({exc.strerror})") from None
-    return "csv" if suffix == ".csv" else "jsonl"
+    return fmt.value
 
 
 def view_fields(view: View | str, lines: bool) -> list[str]:
     """The column names of a view (for a CSV header when there are no rows)."""
-    view = View(view)
+    view = choice(View, view, "view")
     if view is View.PAIRS:
         return ["score", "id_a", "id_b", "text_a", "text_b"] + (["line_a", "line_b"] if lines else [])
     if view is View.CLUSTERS:
@@ -523,5 +525,4 @@ def view_fields(view: View | str, lines: bool) -> list[str]:
 
 __all__ = ["Mode", "Engine", "View", "Document", "DuplicatePair", "Cluster", "ClusterMember", "Dropped", "Recall",
            "DedupeResult", "dedupe", "dedupe_vectors", "index_vectors", "corpus_vectors", "embeddings_vectors",
-           "mine_approximate",
-           "mine_rows", "result_rows", "write_rows", "view_fields"]
+           "mine_approximate", "mine_rows", "result_rows", "write_rows", "out_format", "OUT_FORMATS", "view_fields"]

@@ -99,9 +99,8 @@ def _records_dataset(corpus: str | os.PathLike, *, format: str | None, text_fiel
         return ray.data.read_datasource(_CorpusSource(tasks), num_cpus=0)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from .corpus import _open
-
-    _open(path).close()  # a missing or unreadable file: the reader's own one-line error, before any Ray work
+    if not Path(path).is_file():  # before any Ray work
+        raise InputError(path, "is a directory, not a corpus file" if Path(path).is_dir() else "no such file")
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     tasks = [(_read_text_blocks, (path, format, text_field, id_field))]
     return ray.data.read_datasource(_CorpusSource(tasks), num_cpus=0, scheduling_strategy=here)
@@ -197,7 +196,7 @@ def _read_parquet_blocks(path: str, text_field: str, id_field: str | None) -> It
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    from .corpus import _record
+    from .corpus import record_from_fields
 
     fs, inner = pafs.FileSystem.from_uri(path) if "://" in path else (None, path)
     try:
@@ -211,7 +210,7 @@ def _read_parquet_blocks(path: str, text_field: str, id_field: str | None) -> It
         for values in batch.to_pylist():
             number += 1
             try:
-                record = _record(values, path, number, text_field, id_field)
+                record = record_from_fields(values, path, number, text_field=text_field, id_field=id_field)
             except InputError as error:
                 rows.append(_row(path, None, error=f"row {number}: {error.reason}"))
                 continue
@@ -347,7 +346,8 @@ def _batch_records(batch, skipped: list[InputError] | None) -> tuple[list["Recor
 def index_corpus_ray(corpus: str | os.PathLike, index: str | os.PathLike | None = None, *,
                      model: str | None = None, format: str | None = None, text_field: str = "text",
                      id_field: str | None = "id", batch_size: int = 32, skip_invalid: bool = False,
-                     index_type: str = "auto", precision: str | None = None, address: str | None = None,
+                     index_type: str = "auto", precision: str | None = None, force: bool = False,
+                     address: str | None = None,
                      workers: int | None = None, gpus_per_worker: float = 0,
                      rows_per_batch: int = ROWS_PER_BATCH, rows_per_segment: int = ROWS_PER_SEGMENT,
                      progress: Callable[[int], None] | None = None) -> "AddReport":
@@ -356,6 +356,7 @@ def index_corpus_ray(corpus: str | os.PathLike, index: str | os.PathLike | None 
     The driver (this process) opens the writer, loads the encoder's spec, and writes the blocks the actors
     return, in input order, ``rows_per_segment`` records per ``add``; the index changes once, at the end.
     """
+    from .encoder import default_backend
     from .index import AddReport, IndexWriter
 
     connect(address)
@@ -365,8 +366,8 @@ def index_corpus_ray(corpus: str | os.PathLike, index: str | os.PathLike | None 
     skipped: list[InputError] | None = [] if skip_invalid else None
     total = AddReport()
     expected = _count_rows(source) if str(index_type).strip().lower() == "auto" else None
-    with IndexWriter(index, model=model, index_type=index_type, expected_count=expected,
-                     precision=precision) as writer:
+    with IndexWriter(index, model=model, index_type=index_type, expected_count=expected, precision=precision,
+                     force=force) as writer:
         spec = writer.encoder.spec  # the driver loads the model once too: the manifest records its spec
         pending: list[Record] = []
         parts: list[np.ndarray] = []
@@ -377,7 +378,7 @@ def index_corpus_ray(corpus: str | os.PathLike, index: str | os.PathLike | None 
                 pending.clear()
                 parts.clear()
 
-        for batch in _embedded_batches(dataset, model=None, spec=spec.to_dict(), backend="auto",
+        for batch in _embedded_batches(dataset, model=None, spec=spec.to_dict(), backend=default_backend(),
                                        precision=spec.precision, batch_size=batch_size, workers=workers,
                                        rows_per_batch=rows_per_batch, gpus=gpus_per_worker):
             records, vectors = _batch_records(batch, skipped)
@@ -425,6 +426,7 @@ def embed_corpus(corpus: str | os.PathLike, *, model: str | None = None, format:
     score exactly 1 with each other whichever batches they fell in.
     """
     from .dedupe import Document
+    from .encoder import default_backend
 
     connect()
     source = str(corpus)
@@ -432,7 +434,7 @@ def embed_corpus(corpus: str | os.PathLike, *, model: str | None = None, format:
     started = time.perf_counter()
     documents: list[Document] = []
     parts: list[np.ndarray] = []
-    for batch in _embedded_batches(dataset, model=model, spec=None, backend="transformers", precision="fp32",
+    for batch in _embedded_batches(dataset, model=model, spec=None, backend=default_backend(), precision="fp32",
                                    batch_size=batch_size, workers=workers, rows_per_batch=rows_per_batch,
                                    gpus=gpus_per_worker):
         records, vectors = _batch_records(batch, None)

@@ -99,12 +99,9 @@ def _read_npy(path: Path, dimension: int | None, count: int | None) -> Embedding
 
 # ----------------------------------------------------------------------------------------------- Parquet
 def _read_parquet(path: Path, dimension: int | None, count: int | None) -> Embeddings:
-    try:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise InputError(path, "reading Parquet needs pyarrow: pip install 'semsearch[parquet]'") from None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(path)
@@ -220,3 +217,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 __all__ = ["Embeddings", "read_embeddings", "embeddings_format", "SUFFIXES"]
+
+
+def check_matrix(matrix: np.ndarray, name: str = "<embeddings>", dimension: int | None = None) -> np.ndarray:
+    """An in-memory matrix checked like a file's rows (2-d, dimension, NaN, zero rows) and normalised."""
+    if matrix.ndim != 2:
+        raise InputError(name, f"expected a 2-d matrix (rows × dimensions), got shape {tuple(matrix.shape)}")
+    if dimension is not None and matrix.shape[1] != dimension:
+        raise InputError(name, f"row 1 has {matrix.shape[1]} values, expected {dimension} (the model's dimension)")
+    return _checked_unit_rows(Path(name), matrix, 0)

@@ -3,7 +3,9 @@
 One :class:`Encoder` runs the same weights over every sentence. It reads sentence-transformers model
 folders (``modules.json``, ``1_Pooling/config.json``, ``sentence_bert_config.json``) so that its vectors
 are those sentence-transformers gives for the same folder, and it can be trained (``forward`` keeps the
-autograd graph) by :mod:`semsearch.training`.
+autograd graph) by :mod:`semsearch.training`. Inference may run elsewhere: :func:`choose_backend` picks
+onnxruntime (:mod:`semsearch.onnx_backend`) or torch. Importing this module imports neither torch nor
+transformers, so a query can run without them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import ModelError, UnsupportedModel, choice
 from .pooling import Pooling, pool, pooling_from_st_config
 
 if TYPE_CHECKING:
@@ -106,7 +108,12 @@ def resolve_model(name_or_path: str | os.PathLike | None = None, revision: str |
 
 
 def _read_json(path: Path) -> dict | list | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from None
 
 
 def model_fingerprint(folder: Path) -> str:
@@ -144,21 +151,29 @@ class _FolderConfig:
     transformer_dir: Path = field(default_factory=Path)
 
 
-def read_st_config(folder: Path) -> _FolderConfig:
-    """Pooling, normalisation, max length and lower-casing as a sentence-transformers folder declares them."""
+def read_st_config(folder: Path, *, pooling: Pooling | str | None = None) -> _FolderConfig:
+    """Pooling, normalisation, max length and lower-casing as a sentence-transformers folder declares them.
+
+    With ``pooling`` given, the folder's pooling is not read (so an override also loads a model whose own
+    pooling semsearch does not implement).
+    """
     config = _FolderConfig(transformer_dir=folder)
     modules = _read_json(folder / "modules.json")
+    if modules and (not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules)):
+        raise UnsupportedModel(f"{folder / 'modules.json'}: expected a JSON list of modules")
     if modules:
         for module in modules:
-            kind = module.get("type", "")
+            kind = str(module.get("type", ""))
             sub = folder / module.get("path", "")
             if kind.endswith("Transformer"):
                 config.transformer_dir = sub
-            elif kind.endswith("Pooling"):
-                config.pooling = pooling_from_st_config(_read_json(sub / "config.json") or {})
+            elif kind.endswith("Pooling") and pooling is None:
+                config.pooling = pooling_from_st_config(_read_json(sub / "config.json") or {}, str(sub / "config.json"))
             elif kind.endswith("Normalize"):
                 config.normalize = True
     st = _read_json(config.transformer_dir / "sentence_bert_config.json") or _read_json(folder / "sentence_bert_config.json")
+    if st and not isinstance(st, dict):
+        raise UnsupportedModel(f"{folder}: sentence_bert_config.json is not a JSON object")
     if st:
         config.max_length = st.get("max_seq_length")
         config.lower_case = bool(st.get("do_lower_case", False))
@@ -189,13 +204,125 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# ---------------------------------------------------------------------------------------------- backends
+BACKENDS = ("auto", "onnx", "torch", "transformers", "lean")
+BACKEND_ENV = "SEMSEARCH_BACKEND"
+_default_backend: str | None = None
+
+
+class BackendFallbackWarning(UserWarning):
+    """``backend="auto"`` wanted onnxruntime for a model, could not have it, and runs torch instead."""
+
+
+def set_default_backend(backend: str | None) -> str | None:
+    """Make ``backend="auto"`` mean ``"onnx"`` or ``"torch"`` in this process (``None``: choose per model again).
+
+    The command line's ``--backend`` sets it, so that the index code, which asks for ``"auto"``, follows it.
+    ``$SEMSEARCH_BACKEND`` does the same from the environment. Returns the previous setting.
+    """
+    global _default_backend
+    if backend not in (None, "auto", "onnx", "torch"):
+        raise ModelError(f"unknown backend {backend!r}: use onnx, torch or auto")
+    previous, _default_backend = _default_backend, (None if backend == "auto" else backend)
+    return previous
+
+
+def default_backend() -> str:
+    """What ``backend="auto"`` resolves to first: ``"onnx"``, ``"torch"`` or ``"auto"`` (choose per model)."""
+    chosen = _default_backend or os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
+    if chosen not in ("auto", "onnx", "torch"):
+        raise ModelError(f"${BACKEND_ENV}={chosen!r}: use onnx, torch or auto")
+    return chosen
+
+
+def _gpu_present() -> bool:
+    """Whether a CUDA GPU is visible, without importing torch when it is not loaded already."""
+    if "torch" in sys.modules:
+        return bool(sys.modules["torch"].cuda.is_available())
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def choose_backend(backend: str, *, precision: str, device: str | None, transformer_dir: Path,
+                   fingerprint: str | None = None) -> tuple[str, bool]:
+    """The backend that runs a model: ``"onnx"``, ``"lean"`` or ``"transformers"``, and whether it was asked for.
+
+    ``"auto"`` (after :func:`default_backend`) is onnxruntime for fp32 on the CPU when the folder has a
+    ``tokenizer.json`` and no earlier export of the same weights was refused, else torch. The torch choice
+    (``"torch"``, also spelled ``"lean"``) is the lean BERT of :mod:`semsearch.bert` where it applies (its bf16
+    weights are the fastest bf16 path on CPU), else transformers. ``"transformers"`` is always transformers
+    (training needs it). With no ``device``, a visible CUDA GPU means torch on it.
+    """
+    from . import bert
+
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown backend {backend!r}: use {', '.join(BACKENDS[:4])}")
+    if backend == "auto":
+        backend = default_backend()
+    if backend == "auto":
+        from .onnx_backend import export_refused
+        from .tokenizer import has_fast_tokenizer
+
+        on_cpu = device == "cpu" or (device is None and not _gpu_present())
+        fingerprint = fingerprint or model_fingerprint(transformer_dir)
+        if precision == "fp32" and on_cpu and has_fast_tokenizer(transformer_dir) and not export_refused(fingerprint):
+            return "onnx", False
+        backend = "torch"
+    if backend == "onnx":
+        if precision != "fp32":
+            raise ModelError(f"the onnx backend computes in fp32 only, not {precision}: use the torch backend")
+        if device not in (None, "cpu"):
+            raise ModelError(f"the onnx backend runs on the CPU, not {device}: use the torch backend")
+        return "onnx", True
+    if backend in ("torch", "lean") and bert.supports(transformer_dir):
+        return "lean", backend == "lean"
+    return "transformers", backend == "transformers"
+
+
+def folder_spec(name: str, folder: Path, config: _FolderConfig, *, pooling: Pooling | str | None, normalize: bool,
+                max_length: int | None, precision: str) -> EncoderSpec:
+    """The spec of a model folder read from its files alone, so every backend gives the same one.
+
+    ``dimension`` is 0 when ``config.json`` names no hidden size (the backend fills it in).
+    """
+    from .tokenizer import tokenizer_length_limit
+
+    model_config = _read_json(config.transformer_dir / "config.json") or {}
+    tokenizer_config = _read_json(config.transformer_dir / "tokenizer_config.json") or {}
+    limit = min(model_config.get("max_position_embeddings", 512) or 512, tokenizer_length_limit(tokenizer_config))
+    hidden = model_config.get("hidden_size") or model_config.get("dim") or model_config.get("d_model") or 0
+    return EncoderSpec(
+        model=name if not Path(name).expanduser().is_dir() else str(Path(name).expanduser().resolve()),
+        fingerprint=model_fingerprint(config.transformer_dir),
+        pooling=Pooling(pooling) if pooling is not None else config.pooling,
+        normalize=normalize,
+        dimension=int(hidden),
+        max_length=int(max_length or config.max_length or limit),
+        lower_case=config.lower_case,
+        precision=precision,
+    )
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Row numbers grouped into batches of similar length, longest first ("smart batching": little padding)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 class Encoder:
-    """Sentence encoder over a Hugging Face transformer.
+    """Sentence encoder: a transformer, pooling and normalisation.
+
+    ``Encoder.load`` returns this class (torch: trainable, or the lean BERT) or its subclass
+    :class:`~semsearch.onnx_backend.OnnxEncoder` (onnxruntime, inference only); both give the same vectors.
 
     >>> enc = Encoder.load()                      # bundled all-MiniLM-L6-v2
     >>> enc.encode(["a cat", "a dog"]).shape
     (2, 384)
     """
+
+    backend = "transformers"
 
     def __init__(self, model: "torch.nn.Module", tokenizer, spec: EncoderSpec, device: str | None = None,
                  half: bool | None = None) -> None:
@@ -218,43 +345,57 @@ class Encoder:
              revision: str | None = None, backend: str = "transformers", precision: str = "fp32") -> "Encoder":
         """Load a model folder, the bundled default (``None``), or a hub id.
 
-        ``pooling`` and ``max_length`` override what the folder declares. ``backend="lean"`` (or
-        ``"auto"``) runs BERT models through :mod:`semsearch.bert` — the same vectors, without importing
-        transformers — and falls back to transformers for other models; training needs ``"transformers"``.
+        ``pooling`` and ``max_length`` override what the folder declares. ``backend``:
 
-        ``precision="bf16"`` runs the matrix multiplies in bfloat16 (weights stored so on the lean backend,
-        LayerNorm, softmax and pooling stay float32): on CPUs with native bf16 (AVX512-BF16, AMX) about 1.7x
-        the fp32 speed, STSb unchanged (``benchmarks/results/precision.md``); vectors differ from fp32 by
-        about 1e-3, so an index records its precision and its queries use the same. On CUDA the default
-        runs fp16 autocast (tensor cores) whatever is recorded; ``bf16`` there runs bf16 autocast.
+        * ``"transformers"`` (the default): transformers' model in torch; the one that trains.
+        * ``"onnx"``: onnxruntime, without importing torch or transformers. The graph is exported from the
+          weights once per model fingerprint, checked against torch and cached (:mod:`semsearch.onnx_backend`);
+          the vectors equal the torch ones to 1e-5. fp32, CPU.
+        * ``"torch"`` (or ``"lean"``): inference in torch, through the lean BERT of :mod:`semsearch.bert` where
+          it applies, else transformers.
+        * ``"auto"``: :func:`set_default_backend`'s choice if any, else onnx where it applies (fp32, CPU, a
+          ``tokenizer.json``), else torch. An export that fails under ``"auto"`` warns and runs torch.
+
+        ``precision="bf16"`` runs the matrix multiplies in bfloat16 (torch only; weights stored so on the lean
+        backend, LayerNorm, softmax and pooling stay float32): on CPUs with native bf16 (AVX512-BF16, AMX)
+        about 1.7x the fp32 speed, STSb unchanged (``benchmarks/results/precision.md``); vectors differ from
+        fp32 by about 1e-3, so an index records its precision and its queries use the same. On CUDA the
+        default runs fp16 autocast (tensor cores) whatever is recorded; ``bf16`` there runs bf16 autocast.
         """
         from . import bert
 
         check_precision(precision)
-        if backend not in ("transformers", "lean", "auto"):
-            raise ModelError(f"unknown backend {backend!r}: use transformers, lean or auto")
         name = str(name_or_path or DEFAULT_MODEL)
         folder = resolve_model(name, revision)
-        config = read_st_config(folder)
-        if backend != "transformers" and bert.supports(config.transformer_dir):
-            model, tokenizer = bert.LeanBert(config.transformer_dir), bert.LeanTokenizer(config.transformer_dir)
-            model_config = model.config
+        pooling = choice(Pooling, pooling, "pooling") if pooling is not None else None
+        config = read_st_config(folder, pooling=pooling)
+        spec = folder_spec(name, folder, config, pooling=pooling, normalize=normalize, max_length=max_length,
+                           precision=precision)
+        picked, asked = choose_backend(backend, precision=precision, device=device, transformer_dir=config.transformer_dir,
+                                       fingerprint=spec.fingerprint)
+        if picked == "onnx":
+            from .onnx_backend import OnnxEncoder
+
+            try:
+                return OnnxEncoder.load(spec, config.transformer_dir)
+            except ModelError as exc:
+                if asked:
+                    raise
+                import warnings
+
+                warnings.warn(f"{exc}; running torch instead", BackendFallbackWarning, stacklevel=2)
+                picked = "lean" if bert.supports(config.transformer_dir) else "transformers"
+        if picked == "lean":
+            from .tokenizer import FastTokenizer
+
+            model, tokenizer = bert.LeanBert(config.transformer_dir), FastTokenizer(config.transformer_dir)
         else:
             model, tokenizer = _load_transformers(folder, config.transformer_dir)
-            model_config = model.config.to_dict()
-        limit = min(model_config.get("max_position_embeddings", 512) or 512,
-                    tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else 10**6)
-        spec = EncoderSpec(
-            model=name if not Path(name).expanduser().is_dir() else str(Path(name).expanduser().resolve()),
-            fingerprint=model_fingerprint(config.transformer_dir),
-            pooling=Pooling(pooling) if pooling is not None else config.pooling,
-            normalize=normalize,
-            dimension=int(model_config["hidden_size"]),
-            max_length=int(max_length or config.max_length or limit),
-            lower_case=config.lower_case,
-            precision=precision,
-        )
-        return cls(model, tokenizer, spec, device=device)
+        if not spec.dimension:
+            spec = replace(spec, dimension=int(model.config.hidden_size))
+        encoder = cls(model, tokenizer, spec, device=device)
+        encoder.backend = picked
+        return encoder
 
     @classmethod
     def from_spec(cls, spec: EncoderSpec, device: str | None = None, backend: str = "auto") -> "Encoder":
@@ -273,11 +414,11 @@ class Encoder:
         """A view of the same weights with other pooling, truncation or normalisation."""
         spec = replace(
             self.spec,
-            pooling=Pooling(pooling) if pooling is not None else self.spec.pooling,
+            pooling=choice(Pooling, pooling, "pooling") if pooling is not None else self.spec.pooling,
             max_length=max_length or self.spec.max_length,
             normalize=self.spec.normalize if normalize is None else normalize,
         )
-        clone = object.__new__(Encoder)
+        clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone.spec = spec
         return clone
@@ -304,19 +445,9 @@ class Encoder:
     def _pad(self, ids: dict[str, list[list[int]]], rows: Sequence[int]) -> dict[str, "torch.Tensor"]:
         import torch
 
-        input_ids = ids["input_ids"]
-        width = max(len(input_ids[r]) for r in rows)
-        pad_id = self.tokenizer.pad_token_id or 0
-        batch = {"input_ids": np.full((len(rows), width), pad_id, dtype=np.int64),
-                 "attention_mask": np.zeros((len(rows), width), dtype=np.int64)}
-        if "token_type_ids" in ids:
-            batch["token_type_ids"] = np.zeros((len(rows), width), dtype=np.int64)
-        for i, r in enumerate(rows):
-            n = len(input_ids[r])
-            batch["input_ids"][i, :n] = input_ids[r]
-            batch["attention_mask"][i, :n] = 1
-            if "token_type_ids" in ids:
-                batch["token_type_ids"][i, :n] = ids["token_type_ids"][r]
+        from .tokenizer import pad_batch
+
+        batch = pad_batch(ids["input_ids"], ids.get("token_type_ids"), rows, self.tokenizer.pad_token_id or 0)
         return {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
 
     # ------------------------------------------------------------------ running
@@ -357,11 +488,8 @@ class Encoder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         ids = self._token_ids(texts)
-        order = sorted(range(len(texts)), key=lambda i: -len(ids["input_ids"][i]))
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        if show_progress is None:
-            show_progress = len(texts) >= 4 * batch_size and sys.stderr.isatty()
-        bar = _progress(len(texts), True, "encoding") if show_progress else None
+        bar = _progress_for(len(texts), batch_size, show_progress)
         # eval()/train() walk every submodule (~0.3 ms for MiniLM): a large share of one query, so only
         # switch when a training loop left the model in training mode.
         was_training = self.model.training
@@ -369,8 +497,7 @@ class Encoder:
             self.model.eval()
         try:
             with torch.inference_mode():
-                for start in range(0, len(order), batch_size):
-                    rows = order[start:start + batch_size]
+                for rows in sorted_batches([len(row) for row in ids["input_ids"]], batch_size):
                     vectors = self.forward(self._pad(ids, rows)).float()
                     out[rows] = vectors.cpu().numpy()
                     if bar is not None:
@@ -398,9 +525,12 @@ def _load_transformers(folder: Path, transformer_dir: Path):
             hf_logging.enable_progress_bar()
 
 
-
-
-def _progress(total: int, enabled: bool, desc: str):
+def _progress_for(total: int, batch_size: int, show_progress: bool | None):
+    """A progress bar for an encode of ``total`` texts, or None (by default: long runs on a terminal only)."""
+    if show_progress is None:
+        show_progress = total >= 4 * batch_size and sys.stderr.isatty()
+    if not show_progress:
+        return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="sent", leave=False)
+    return tqdm(total=total, desc="encoding", unit="sent", leave=False)

@@ -5,7 +5,9 @@ The CLI turns these into one-line messages with exit code 1; anything else is a 
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
+from typing import TypeVar
 
 
 class SemsearchError(Exception):
@@ -33,3 +35,37 @@ class IndexNotFoundError(SemsearchError):
 
 class IndexFormatError(SemsearchError):
     """An index folder that this version cannot read (newer format, damaged files)."""
+
+
+class IndexDamaged(IndexFormatError):
+    """An index whose files are missing, corrupt or disagree; ``semsearch check --repair`` may mend it."""
+
+
+class WriterBusy(SemsearchError):
+    """Another process holds the index's write lock."""
+
+
+class InvalidArgument(SemsearchError, ValueError):
+    """A value a function cannot use: an unknown choice (pooling, format, objective, ...), lengths that do
+    not match. Also a ``ValueError``, so callers that caught one before keep working."""
+
+
+class UnsupportedModel(ModelError):
+    """A model that declares something semsearch does not implement (e.g. a pooling mode), so it would
+    give other vectors than its authors' library: refused rather than approximated."""
+
+
+class InferenceOnly(ModelError, RuntimeError):
+    """An encoder on the inference-only backend was asked to train (load it with ``backend='transformers'``)."""
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def choice(kind: type[E], value, what: str) -> E:
+    """The member of the enum ``kind`` that ``value`` names, or :class:`InvalidArgument` listing the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        names = ", ".join(str(member.value) for member in kind)
+        raise InvalidArgument(f"unknown {what} {value!r}: use one of {names}") from None

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .errors import InputError
+from .similarity import normalise_rows
 
 if TYPE_CHECKING:
     from .encoder import Encoder
@@ -29,31 +29,16 @@ class StsResult:
     pairs: int
 
 
-def read_sts(path: str | Path) -> list[ScoredPair]:
-    """Scored pairs from a CSV/TSV file: ``sentence1, sentence2, score`` (a header row is optional)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file" if not path.exists() else "is not a file")
-    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    pairs: list[ScoredPair] = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh, delimiter=delimiter)
-        for row in reader:
-            line = reader.line_num
-            if not row:
-                continue
-            if len(row) < 3:
-                raise InputError(path, f"expected sentence1, sentence2, score; got {len(row)} fields", line)
-            try:
-                score = float(row[2])
-            except ValueError:
-                if not pairs and line == 1:
-                    continue  # a header
-                raise InputError(path, f"score {row[2]!r} is not a number", line) from None
-            pairs.append(ScoredPair(row[0], row[1], score))
-    if not pairs:
-        raise InputError(path, "no scored pairs")
-    return pairs
+def read_sts(path: str | Path, *, columns: str | Sequence[str] | None = None,
+             format: str | None = None) -> list[ScoredPair]:
+    """Scored pairs, scores as given, read by the training reader (:func:`~semsearch.training.data.read_dataset`),
+    so ``train``, ``--dev`` and ``eval sts`` accept the same files: CSV, TSV or JSONL; a header row names the
+    columns (``sentence1``, ``sentence2``, ``score`` in any order, or ``columns``); without one they are taken
+    in that order."""
+    from .training.data import DataKind, read_dataset
+
+    data = read_dataset(path, DataKind.SCORED_PAIRS, columns=columns, format=format, score_range=None)
+    return [ScoredPair(e.texts[0], e.texts[1], float(e.label)) for e in data.examples]
 
 
 def rankdata(values: np.ndarray) -> np.ndarray:
@@ -85,16 +70,17 @@ def cosine_scores(encoder: "Encoder", pairs: list[ScoredPair], batch_size: int =
     """Cosine similarity of each pair; each distinct sentence is embedded once."""
     sentences = sorted({p.sentence1 for p in pairs} | {p.sentence2 for p in pairs})
     position = {s: i for i, s in enumerate(sentences)}
-    vectors = encoder.encode(sentences, batch_size=batch_size).astype(np.float64)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+    vectors = normalise_rows(encoder.encode(sentences, batch_size=batch_size), dtype=np.float64)
     a = vectors[[position[p.sentence1] for p in pairs]]
     b = vectors[[position[p.sentence2] for p in pairs]]
     return np.einsum("ij,ij->i", a, b)
 
 
-def evaluate_sts(encoder: "Encoder", path: str | Path, batch_size: int = 32) -> StsResult:
-    """Spearman and Pearson correlation (x100) of cosine similarity with the gold scores of ``path``."""
-    pairs = read_sts(path)
+def evaluate_sts(encoder: "Encoder", path: str | Path, batch_size: int = 32, *,
+                 columns: str | Sequence[str] | None = None) -> StsResult:
+    """Spearman and Pearson correlation (x100) of cosine similarity with the gold scores of ``path``
+    (read by :func:`read_sts`)."""
+    pairs = read_sts(path, columns=columns)
     predicted = cosine_scores(encoder, pairs, batch_size)
     gold = np.array([p.score for p in pairs])
     return StsResult(100 * spearman(predicted, gold), 100 * pearson(predicted, gold), len(pairs))

@@ -22,6 +22,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .errors import InvalidArgument
+
 RECALL_AT = (1, 10, 100)
 
 
@@ -160,10 +162,10 @@ def best_f1_threshold(scores: Sequence[float], labels: Sequence[int]) -> Thresho
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels).astype(bool)
     if len(scores) != len(labels):
-        raise ValueError(f"{len(scores)} scores for {len(labels)} labels")
+        raise InvalidArgument(f"{len(scores)} scores for {len(labels)} labels")
     positives = int(labels.sum())
     if positives == 0:
-        raise ValueError("no duplicate (label 1) pairs: F1 is undefined")
+        raise InvalidArgument("no duplicate (label 1) pairs: F1 is undefined")
     order = np.argsort(-scores, kind="stable")
     ranked, hits = scores[order], labels[order]
     cumulative = np.cumsum(hits)

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import SemsearchError
+from .errors import SemsearchError, choice
+from .similarity import cosine, inverse_norms
 
 if TYPE_CHECKING:
     import torch
@@ -346,15 +347,12 @@ class _BlockMiner:
         self.device, self.dtype = device, dtype
         self.cpu = device.type == "cpu" and not _DEVICE_PATH_ON_CPU
         self.exact = matrix  # float32, as given
-        self.inverse_norms = np.empty(self.n, dtype=np.float64)
+        self.inverse_norms = inverse_norms(matrix)
         self.low = torch.empty(self.n, self.d, dtype=getattr(torch, dtype), device=device)
         step = max(1, (1 << 20) // max(1, self.d))  # slices: no n × d temporaries in float64
         for s in range(0, self.n, step):
-            part = matrix[s:s + step].astype(np.float64)
-            norms = np.linalg.norm(part, axis=1)
-            inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-            self.inverse_norms[s:s + step] = inverse
-            self.low[s:s + step] = torch.from_numpy(part * inverse[:, None]).to(device=device, dtype=self.low.dtype)
+            unit = matrix[s:s + step].astype(np.float64) * self.inverse_norms[s:s + step, None]
+            self.low[s:s + step] = torch.from_numpy(unit).to(device=device, dtype=self.low.dtype)
         if not self.cpu:
             self.exact_device = torch.from_numpy(matrix).to(device)
             self.inverse_device = torch.from_numpy(self.inverse_norms).to(device)
@@ -534,10 +532,7 @@ def exact_scores(embeddings, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     out = np.empty(len(left), dtype=np.float64)
     step = max(1, (1 << 24) // max(1, matrix.shape[1]))
     for s in range(0, len(left), step):
-        a, b = matrix[left[s:s + step]].astype(np.float64), matrix[right[s:s + step]].astype(np.float64)
-        scale = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-        dots = np.einsum("ij,ij->i", a, b)
-        out[s:s + step] = np.divide(dots, scale, out=np.zeros_like(dots), where=scale > 0)
+        out[s:s + step] = cosine(matrix[left[s:s + step]], matrix[right[s:s + step]])
     return np.clip(np.round(out, _DECIMALS), -1.0, 1.0)
 
 
@@ -603,7 +598,7 @@ def plan_keep(pairs: Pairs, embeddings, keep: Keep | str = Keep.FIRST,
     its exact cosine to the representative and its best pair (a chain can join documents that are not
     near-duplicates of the representative themselves).
     """
-    keep = Keep(keep)
+    keep = choice(Keep, keep, "keep rule")
     if keep is Keep.LONGEST and lengths is None:
         raise SemsearchError("keep='longest' needs the text lengths of the documents")
     matrix = _as_matrix(embeddings) if pairs.n else np.zeros((0, 0), np.float32)
@@ -614,7 +609,6 @@ def plan_keep(pairs: Pairs, embeddings, keep: Keep | str = Keep.FIRST,
         # pairs are in output order, so the first seen per document is its best (ties: smaller partner)
         best_partner.setdefault(a, (s, b))
         best_partner.setdefault(b, (s, a))
-    norms = np.linalg.norm(matrix.astype(np.float64), axis=1) if pairs.n else np.zeros(0)
     groups: list[Group] = []
     dropped, duplicate_of, drop_scores = [], [], []
     for component in find_clusters(pairs):
@@ -624,10 +618,7 @@ def plan_keep(pairs: Pairs, embeddings, keep: Keep | str = Keep.FIRST,
         else:
             representative = int(component[0])
         members = component[component != representative]
-        rep = matrix[representative].astype(np.float64)
-        scale = norms[members] * norms[representative]
-        dots = matrix[members].astype(np.float64) @ rep
-        scores = np.divide(dots, scale, out=np.zeros_like(dots), where=scale > 0)
+        scores = cosine(matrix[members], matrix[representative])
         order = np.lexsort((members, -scores))
         members, scores = members[order], scores[order]
         links = np.array([best_partner[m][1] for m in members.tolist()], dtype=np.int64)

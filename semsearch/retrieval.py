@@ -24,6 +24,7 @@ import numpy as np
 from .corpus import json_objects
 from .errors import InputError
 from .metrics import RECALL_AT, RetrievalMetrics, retrieval_metrics
+from .similarity import normalise_rows
 
 if TYPE_CHECKING:
     from .encoder import Encoder
@@ -126,8 +127,8 @@ def rank_exact(encoder: "Encoder", corpus: dict[str, str], queries: dict[str, st
     documents = encoder.encode([corpus[i] for i in ids], batch_size=batch_size)
     qids = list(queries)
     vectors = encoder.encode([queries[q] for q in qids], batch_size=batch_size)
-    documents /= np.linalg.norm(documents, axis=1, keepdims=True).clip(min=1e-12)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+    documents = normalise_rows(documents, copy=False)
+    vectors = normalise_rows(vectors, copy=False)
     depth = min(depth, len(ids))
     run: dict[str, list[str]] = {}
     for start in range(0, len(qids), chunk):

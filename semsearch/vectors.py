@@ -455,7 +455,8 @@ class VectorStore:
 
     # ------------------------------------------------------------------ reading
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, *,
-               nprobe: int | None = None, ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               excluded: np.ndarray | None = None, nprobe: int | None = None,
+               ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, ids)`` of shape ``(len(queries), k)``; missing neighbours have id -1.
 
         ``allowed`` restricts the search to those ids, always inside FAISS with an ID selector. It is exact for
@@ -474,9 +475,8 @@ class VectorStore:
             allowed = np.ascontiguousarray(allowed, dtype=np.int64)
         if self._exact_flat or (allowed is not None and len(allowed) < FILTER_APPROX_FRACTION * len(self)):
             with _threads(1 if len(queries) == 1 else None):
-                return self._scan(queries, k, allowed)
-        selector = faiss.IDSelectorBatch(allowed) if allowed is not None else (
-            faiss.IDSelectorRange(*_LIVE) if self._dead else None)
+                return self._scan(queries, k, allowed, excluded)
+        selector = self._selector(allowed, excluded)
         with _threads(1 if len(queries) == 1 else None):
             if self._refine is not None:
                 scores, ids = self._refine_search(queries, k, knobs, selector)
@@ -484,8 +484,43 @@ class VectorStore:
                 scores, ids = self.index.search(queries, k, params=self._params(knobs, selector))
             short = np.flatnonzero((ids < 0).any(axis=1))
             if len(short):
-                scores[short], ids[short] = self._scan(queries[short], k, allowed)
+                scores[short], ids[short] = self._scan(queries[short], k, allowed, excluded)
         return scores, ids
+
+    def _selector(self, allowed: np.ndarray | None, excluded: np.ndarray | None):
+        """The FAISS ID selector for ``allowed`` ids, or all but ``excluded`` and dead-marked ones; None: all."""
+        import faiss
+
+        if allowed is not None:
+            return faiss.IDSelectorBatch(allowed)
+        parts = []
+        if excluded is not None and len(excluded):
+            batch = faiss.IDSelectorBatch(np.ascontiguousarray(excluded, dtype=np.int64))
+            parts.append(faiss.IDSelectorNot(batch))
+            parts[-1].keep = batch  # the SWIG proxy does not own what it points to
+        if self._dead:
+            parts.append(faiss.IDSelectorRange(*_LIVE))
+        if len(parts) == 2:
+            both = faiss.IDSelectorAnd(parts[0], parts[1])
+            both.keep = parts
+            return both
+        return parts[0] if parts else None
+
+    def stored_ids(self) -> np.ndarray:
+        """Every live id in the index, in FAISS order."""
+        import faiss
+
+        if self._idmap is not None:
+            ids = self._id_map().copy()
+            return ids[ids >= 0]
+        if self._ivf is not None:
+            lists, parts = self._ivf.invlists, []
+            for list_no in range(self._ivf.nlist):
+                size = lists.list_size(list_no)
+                if size:
+                    parts.append(faiss.rev_swig_ptr(lists.get_ids(list_no), size).copy())
+            return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return self.vectors()[0]
 
     def _knobs(self, nprobe: int | None, ef_search: int | None) -> dict:
         knobs = dict(self.search_defaults)
@@ -542,12 +577,12 @@ class VectorStore:
     def _ids_at(self, positions: np.ndarray) -> np.ndarray:
         return np.where(positions >= 0, self._id_map()[np.maximum(positions, 0)], -1)
 
-    def _scan(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _scan(self, queries: np.ndarray, k: int, allowed: np.ndarray | None,
+              excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Every live (allowed) vector scored against the queries: exact for lossless storage."""
         import faiss
 
-        selector = faiss.IDSelectorBatch(allowed) if allowed is not None else (
-            faiss.IDSelectorRange(*_LIVE) if self._dead else None)
+        selector = self._selector(allowed, excluded)
         if self._exact_flat:
             return self.index.search(queries, k, params=None if selector is None else
                                      faiss.SearchParameters(sel=selector))
@@ -582,7 +617,7 @@ class VectorStore:
         elif self._ivf is not None:
             ids, data = self._ivf_vectors()
         else:
-            raise RuntimeError(f"cannot list the vectors of a {self.factory} index")
+            raise IndexTypeError(f"cannot list the vectors of a {self.factory} index")
         live = np.flatnonzero(ids >= 0)
         order = live[np.argsort(ids[live], kind="stable")]
         return ids[order], np.array(data[order], dtype=np.float32)

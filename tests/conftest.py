@@ -53,6 +53,19 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory) -> Path:
+    """A private cache for the ONNX exports (never the user's ~/.cache), shared by the whole test session."""
+    cache = tmp_path_factory.mktemp("semsearch-cache")
+    before = os.environ.get("SEMSEARCH_CACHE")
+    os.environ["SEMSEARCH_CACHE"] = str(cache)
+    yield cache
+    if before is None:
+        os.environ.pop("SEMSEARCH_CACHE", None)
+    else:
+        os.environ["SEMSEARCH_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer, 32-wide BERT with the real model's tokenizer, as an ST folder."""

@@ -124,25 +124,6 @@ def test_lean_backend_equals_transformers(tmp_path, tiny_encoder, pooling):
         lean.model.train()
 
 
-def test_query_path_does_not_import_transformers(tmp_path, tiny_model_dir):
-    import subprocess
-    import sys
-
-    code = f"""
-import json, sys
-from pathlib import Path
-from semsearch.api import index_corpus, search
-corpus = Path({str(tmp_path)!r}) / "c.jsonl"
-corpus.write_text(json.dumps({{"text": "hello there"}}) + "\\n")
-index_corpus(corpus, {str(tmp_path / "ix")!r}, model={str(tiny_model_dir)!r})
-hits = search("hello", {str(tmp_path / "ix")!r})
-print(hits[0][0].text, "transformers" in sys.modules)
-"""
-    out = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "hello there False"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["transformers", "lean"])
 def test_bundled_model_matches_sentence_transformers_on_stsb(backend):
@@ -194,3 +175,23 @@ def test_precision_is_checked_and_old_specs_read_as_fp32(tiny_model_dir):
     old = {"model": "m", "fingerprint": "sha256:x", "pooling": "mean", "dimension": 8}  # format-1 manifests before bf16
     assert EncoderSpec.from_dict(old).precision == "fp32"
     assert EncoderSpec.from_dict({**old, "precision": "bf16"}).to_dict()["precision"] == "bf16"
+
+
+def test_fast_tokenizer_equals_transformers_tokenizer(tiny_model_dir):
+    """tokenizer.json through the `tokenizers` library gives transformers' tokens, truncation and padding."""
+    from transformers import AutoTokenizer
+
+    from semsearch.tokenizer import FastTokenizer
+
+    ours, theirs = FastTokenizer(tiny_model_dir), AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    texts = SENTENCES + ["word " * 40, "naïve café déjà-vu", "C'est l'été!"]
+    assert ours.pad_token_id == theirs.pad_token_id
+    assert ours.model_max_length == theirs.model_max_length
+    for limit in (5, 12, None):
+        expected = theirs(texts, truncation=limit is not None, max_length=limit)
+        ids, types = ours.token_ids(texts, limit)
+        assert ids == expected["input_ids"] and types == expected["token_type_ids"]
+    padded = ours(texts, padding=True, truncation="longest_first", max_length=12, return_tensors="pt")
+    expected = theirs(texts, padding=True, truncation="longest_first", max_length=12, return_tensors="pt")
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(padded[key], expected[key]), key

@@ -55,14 +55,17 @@ def test_search_equals_brute_force(tmp_path, index_home, tiny_encoder):
 def test_manifest_records_encoder_and_files(tmp_path, index_home, tiny_encoder, tiny_model_dir):
     index_corpus(corpus(tmp_path, n=5), "t", encoder=tiny_encoder)
     manifest = json.loads((index_home / "t" / "manifest.json").read_text())
-    assert manifest["format"] == 1 and manifest["generation"] == 1  # fp32 indexes stay readable by format-1 readers
+    assert manifest["format"] == 3 and manifest["generation"] == 1  # segments: earlier readers refuse it
     assert manifest["encoder"]["model"] == str(tiny_model_dir)
     assert manifest["encoder"]["pooling"] == "mean" and manifest["encoder"]["dimension"] == 32
     assert manifest["encoder"]["fingerprint"].startswith("sha256:")
     assert manifest["faiss"]["factory"] == "IDMap2,Flat" and manifest["counts"] == {"documents": 5}
-    assert {"faiss-cpu", "torch", "transformers", "sqlite-utils"} <= set(manifest["versions"])
-    assert sorted(p.name for p in (index_home / "t").iterdir()) == [".lock", "docs.1.db", "manifest.json",
-                                                                     "vectors.1.faiss"]
+    assert {"faiss-cpu", "torch", "transformers", "numpy"} <= set(manifest["versions"])
+    assert manifest["sqlite"] == {"file": "docs.db"} and manifest["lexical"] is True
+    assert [(s["file"], s["vectors"], s["kind"]) for s in manifest["segments"]] == [("seg.1.0.faiss", 5, "flat")]
+    assert sorted(p.name for p in (index_home / "t").iterdir()) == [".lock", ".pending", "docs.db", "manifest.json",
+                                                                     "seg.1.0.faiss"]
+    assert (index_home / "t" / ".pending").read_text() == ""  # the journal is emptied by a commit
 
 
 def test_reindex_adds_nothing_twice_and_updates_changed_text(tmp_path, index_home, tiny_encoder):
@@ -77,11 +80,14 @@ def test_reindex_adds_nothing_twice_and_updates_changed_text(tmp_path, index_hom
     assert (report.added, report.updated, report.unchanged) == (1, 1, 0)
     with Index.open("t") as index:
         index.use_encoder(tiny_encoder)
-        assert len(index) == 21 and index.manifest["generation"] == 2  # the no-op run wrote nothing
+        assert len(index) == 21 and index.manifest.generation == 2  # the no-op run wrote nothing
         top = index.search("completely new words about coffee", k=1)[0][0]
         assert (top.id, top.text) == ("d3", "completely new words about coffee")
         assert top.score == pytest.approx(1.0, abs=1e-5)
-    assert sorted(p.name for p in (index_home / "t").glob("*.faiss")) == ["vectors.2.faiss"]
+    # the second write added a segment with its two vectors; the first is untouched (d3's old vector: a tombstone)
+    assert sorted(p.name for p in (index_home / "t").glob("*.faiss")) == ["seg.1.0.faiss", "seg.2.0.faiss"]
+    manifest = json.loads((index_home / "t" / "manifest.json").read_text())
+    assert [s["vectors"] for s in manifest["segments"]] == [20, 2] and manifest["faiss"]["dead"] == 1
 
 
 def test_repeated_ids_in_one_file_last_wins(tmp_path, index_home, tiny_encoder):
@@ -113,8 +119,9 @@ def test_first_write_failing_leaves_no_index(tmp_path, index_home, tiny_encoder)
     bad.write_text('{"text": "fine"}\n{"oops": 1}\n')
     with pytest.raises(InputError):
         index_corpus(bad, "t", encoder=tiny_encoder)
-    with pytest.raises(IndexNotFoundError, match="no manifest.json: not a semsearch index"):
+    with pytest.raises(IndexNotFoundError, match="t: no such index; build it with"):
         Index.open("t")
+    assert sorted(p.name for p in (index_home / "t").iterdir()) == [".lock", ".pending"]  # nothing else left
 
 
 def test_empty_file_is_refused(tmp_path, index_home, tiny_encoder):
@@ -144,8 +151,8 @@ def test_missing_newer_and_damaged_indexes(tmp_path, index_home, tiny_encoder):
     index_corpus(corpus(tmp_path, n=5), "t", encoder=tiny_encoder)
     manifest_path = index_home / "t" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    (index_home / "t" / "vectors.1.faiss").write_bytes(b"not faiss")
-    with pytest.raises(IndexFormatError, match="vectors.1.faiss: unreadable FAISS file"):
+    (index_home / "t" / "seg.1.0.faiss").write_bytes(b"not faiss")
+    with pytest.raises(IndexFormatError, match="seg.1.0.faiss: unreadable FAISS file"):
         Index.open("t")
     manifest["format"] = FORMAT_VERSION + 1
     manifest_path.write_text(json.dumps(manifest))

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from semsearch.api import delete_documents, index_corpus
 from semsearch.cli import main
 from semsearch.corpus import Record
-from semsearch.index import Index, IndexWriter
-from semsearch.maintenance import check
+from semsearch.index import Index, IndexWriter, compact
+from semsearch.index.maintenance import check
 from semsearch.vectors import IndexTypeError, VectorStore
 
 from .conftest import FakeEncoder, shared_file
@@ -22,7 +22,6 @@ from .conftest import FakeEncoder, shared_file
 # quantiser) and a trained lossy type that cannot remove them, so it marks them dead and rebuilds by re-encoding.
 TYPES = ["flat", "hnsw", "ivf", "ivfpq", "IVF4,SQ8", "HNSW16,SQ8"]
 LOSSLESS = {"flat", "hnsw", "ivf", "ivfpq"}  # ivfpq re-ranks with the exact vectors it keeps beside the codes
-TOMBSTONES = {"hnsw", "ivfpq", "HNSW16,SQ8"}  # cannot remove ids: removed vectors are marked dead
 
 
 def write_jsonl(path, records):
@@ -54,8 +53,9 @@ def encoder():
 
 
 @pytest.mark.parametrize("kind", TYPES)
-def test_contract(kind, tmp_path, index_home, encoder):
-    """Build, reopen, add, update, delete, search, filter and check behave alike for every index type."""
+def test_contract(kind, tmp_path, index_home, encoder, monkeypatch):
+    """Build, reopen, add, update, delete, search, filter, check and compact behave alike for every index type."""
+    monkeypatch.setattr("semsearch.encoder.Encoder.from_spec", classmethod(lambda cls, spec, device=None: encoder))
     live = {d["id"]: d for d in docs(0, 600)}
     index_corpus(write_jsonl(tmp_path / "a.jsonl", list(live.values())), "t", encoder=encoder, index_type=kind)
     manifest = json.loads((index_home / "t" / "manifest.json").read_text())["faiss"]
@@ -110,15 +110,15 @@ def test_contract(kind, tmp_path, index_home, encoder):
     for doc_id in ["d1", "d2", "d640"] + group3:
         del live[doc_id]
     manifest = json.loads((index_home / "t" / "manifest.json").read_text())["faiss"]
-    assert manifest["dead"] == (86 if kind in TOMBSTONES else 0)  # the old d7 too; 86 / 651: below the bound
+    assert manifest["dead"] == 86  # tombstones in every type (the old d7 too); 86 / 651: below the bound
     with open_with("t", encoder) as index:
         assert len(index) == len(live) == 565
         hits = search_all(index, "document 1 version 0")
         assert sorted(h.id for h in hits) == sorted(live)
         assert index.search("document 2 version 0", k=1)[0][0].id != "d2"
-        rowids, vectors = index.vectors.vectors()
+        rowids, vectors = index.stored_vectors()
         assert len(rowids) == 565 and np.all(np.diff(rowids) > 0)
-        stored = index.store.fetch(rowids.tolist())
+        stored = index.fetch_rowids(rowids.tolist())
         assert sorted(doc.id for doc in stored.values()) == sorted(live)
         if kind in LOSSLESS:
             texts = [stored[r].text for r in rowids.tolist()]
@@ -137,23 +137,37 @@ def test_contract(kind, tmp_path, index_home, encoder):
         assert all(len(hits) == 10 and all(h.meta["group"] != 2 for h in hits) for hits in wide)
         tiny = index.search("anything", k=10, filters=["id=d9"])[0]
         assert [h.id for h in tiny] == ["d9"]
+        before = [[(h.id, round(h.score, 4)) for h in hits] for hits in index.search(queries, k=10)]
+    assert check("t").ok
+
+    # compaction: one segment of the type, no tombstones, the same answers (exactly so for lossless types)
+    report = compact("t")
+    assert report.purged == 86 and report.segments_after == 1
+    manifest = json.loads((index_home / "t" / "manifest.json").read_text())
+    assert manifest["faiss"]["dead"] == 0 and len(manifest["segments"]) == 1
+    assert manifest["segments"][0]["kind"] == kind and manifest["segments"][0]["vectors"] == 565
+    with open_with("t", encoder) as index:
+        after = [[(h.id, round(h.score, 4)) for h in hits] for hits in index.search(queries, k=10)]
+        if kind in LOSSLESS and kind != "hnsw":
+            assert after == before
+        assert sorted(h.id for h in search_all(index, "document 1 version 0")) == sorted(live)
     assert check("t").ok
 
 
-@pytest.mark.parametrize("kind", sorted(TOMBSTONES))
-def test_dead_vectors_are_rebuilt_past_the_bound(kind, tmp_path, index_home, encoder, monkeypatch):
+@pytest.mark.parametrize("kind", TYPES)
+def test_dead_vectors_are_compacted_past_the_bound(kind, tmp_path, index_home, encoder, monkeypatch):
     index_corpus(write_jsonl(tmp_path / "a.jsonl", docs(0, 300)), "t", encoder=encoder, index_type=kind)
     monkeypatch.setattr("semsearch.encoder.Encoder.from_spec", classmethod(lambda cls, spec, device=None: encoder))
-    assert delete_documents("t", ids=[f"d{i}" for i in range(50)]) == 50  # 17 %: marked dead
+    assert delete_documents("t", ids=[f"d{i}" for i in range(50)]) == 50  # 17 %: tombstones
     manifest = json.loads((index_home / "t" / "manifest.json").read_text())["faiss"]
     assert manifest["dead"] == 50
     encoder.calls = 0
-    assert delete_documents("t", ids=[f"d{i}" for i in range(50, 80)]) == 30  # 27 %: rebuilt
+    assert delete_documents("t", ids=[f"d{i}" for i in range(50, 80)]) == 30  # 27 %: compacted
     manifest = json.loads((index_home / "t" / "manifest.json").read_text())["faiss"]
     assert manifest["dead"] == 0
-    assert encoder.calls == (220 if kind == "HNSW16,SQ8" else 0)  # lossy storage is re-encoded from the texts
+    assert encoder.calls == (0 if kind in LOSSLESS else 220)  # lossy storage is re-encoded from the texts
     with open_with("t", encoder) as index:
-        assert len(index) == 220 and index.vectors.index.ntotal == 220
+        assert len(index) == 220 and index.manifest.vector_total == 220
         assert index.search("document 150 version 0", k=1)[0][0].id == "d150"
         assert index.search("document 10 version 0", k=1)[0][0].id != "d10"
     assert check("t").ok
@@ -198,7 +212,7 @@ def test_knobs_change_the_search(tmp_path, index_home, encoder):
         return np.mean([len({h.id for h in hits} & set(ids)) / 10 for hits, ids in zip(hits_per_query, expected_ids)])
 
     with open_with("t", encoder) as index:
-        nlist = index.manifest["faiss"]["build"]["nlist"]
+        nlist = index.manifest.faiss["build"]["nlist"]
         assert recall(index.search(queries, k=10, nprobe=nlist)) == 1.0  # every list: exact
         assert recall(index.search(queries, k=10, nprobe=1)) < recall(index.search(queries, k=10))
         with pytest.raises(IndexTypeError, match="ef-search applies to HNSW indexes; this one is ivf"):
@@ -241,7 +255,8 @@ def test_cli_index_type_and_knobs(tmp_path, index_home, tiny_model_dir):
     assert runner.invoke(main, ["delete", "--index", "h", "--id", "d3"]).exit_code == 0
     info = runner.invoke(main, ["info", "--index", "h"]).stdout
     assert "faiss      hnsw: IDMap,HNSW32,Flat (search: efSearch " in info
-    assert info.split("\n")[3].endswith("), 1 dead vectors awaiting rebuild")
+    assert "segments   1 (50 vectors); 1 deleted documents awaiting compaction\n" in info
+    assert "compaction not due (automatic when deleted vectors pass 20% or segments pass 24" in info
 
 
 # ---------------------------------------------------------------- recall on real sentences (slow)

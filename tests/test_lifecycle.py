@@ -21,7 +21,7 @@ from semsearch.encoder import Encoder
 from semsearch.errors import IndexFormatError, IndexNotFoundError, ModelError
 from semsearch.filters import FilterError, parse_condition
 from semsearch.index import Index, IndexWriter
-from semsearch.maintenance import check, repair
+from semsearch.index.maintenance import check, repair
 
 from .conftest import FakeEncoder
 
@@ -44,15 +44,18 @@ def test_delete_by_id_and_filter_reclaims_space(tmp_path, index_home, fake_encod
     docs = [{"id": f"d{i}", "text": f"document number {i} " + "padding " * 50, "lang": "en" if i % 2 else "de"}
             for i in range(400)]
     index_corpus(write_jsonl(tmp_path / "c.jsonl", docs), "t", encoder=fake_encoder)
-    size_before = (index_home / "t" / "docs.1.db").stat().st_size
+    size_before = (index_home / "t" / "docs.db").stat().st_size
     assert delete_documents("t", ids=["d1", "d3", "missing"]) == 2
     assert delete_documents("t", filters=["lang=de"]) == 200
     with open_with("t", fake_encoder) as index:
-        assert len(index) == 198 and index.manifest["counts"]["documents"] == 198
+        assert len(index) == 198 and index.manifest.documents == 198
         hits = index.search("document number 2 " + "padding " * 50, k=400)[0]
         assert len(hits) == 198 and not {"d1", "d3"} & {h.id for h in hits}
         assert all(h.meta["lang"] == "en" for h in hits)
-    assert (index_home / "t" / "docs.3.db").stat().st_size < 0.7 * size_before
+    # 202 of 400 deleted: past the 20 % bound, so compaction purged the rows and the vectors
+    manifest = json.loads((index_home / "t" / "manifest.json").read_text())
+    assert manifest["faiss"]["dead"] == 0 and [s["vectors"] for s in manifest["segments"]] == [198]
+    assert (index_home / "t" / "docs.db").stat().st_size < 0.7 * size_before
     assert check("t").ok
     with pytest.raises(IndexNotFoundError):
         delete_documents("nope", ids=["x"])
@@ -77,8 +80,9 @@ def test_filtered_query_returns_k_exact_results(tmp_path, index_home, fake_encod
         expected_count = sum(d["shard"] == 7 and d["year"] >= 2020 for d in docs)
         assert len(two) == expected_count == 33 and all(h.meta["year"] >= 2020 and h.meta["shard"] == 7 for h in two)
         assert index.search("query", k=5, filters=["shard=1000"]) == [[]]
-        injection = index.search("query", k=5, filters=["shard=7 or 1=1"])  # a string value, not SQL
-        assert injection == [[]]
+        with pytest.raises(FilterError, match="'shard' holds numbers, but \"7 or 1=1\" is text"):
+            index.search("query", k=5, filters=["shard=7 or 1=1"])  # a string value, never SQL
+        assert index.search("query", k=5, filters=["id=7 or 1=1"]) == [[]]  # ids are text: no such document
 
 
 @pytest.mark.parametrize("text, message", [
@@ -102,11 +106,11 @@ def test_check_finds_damage_and_repair_rebuilds(tmp_path, index_home, fake_encod
     docs = [{"id": f"d{i}", "text": f"words {i}"} for i in range(50)]
     index_corpus(write_jsonl(tmp_path / "c.jsonl", docs), "t", encoder=fake_encoder)
     assert check("t").ok
-    faiss_file = index_home / "t" / "vectors.1.faiss"
+    faiss_file = index_home / "t" / "seg.1.0.faiss"
     faiss_file.write_bytes(faiss_file.read_bytes()[:1000])  # truncated
     report = check("t")
     assert not report.ok
-    assert report.problems[0] == "vectors.1.faiss: checksum differs from the manifest's"
+    assert report.problems[0] == "seg.1.0.faiss: checksum differs from the manifest's"
     assert any("unreadable FAISS file" in p for p in report.problems)
     monkeypatch.setattr("semsearch.encoder.Encoder.from_spec", classmethod(lambda cls, spec, device=None: fake_encoder))
     repaired = repair("t")
@@ -202,17 +206,19 @@ def test_missing_path_directory_and_corrupt_index(cli, tmp_path, tiny_model_dir,
     assert cli("index", tmp_path, "--index", "t").stderr == f"Error: {tmp_path}: is a directory, not a corpus file\n"
     good = write_jsonl(tmp_path / "good.jsonl", [{"id": "a", "text": "hello"}])
     assert _index(cli, good, "--model", tiny_model_dir).exit_code == 0
-    (index_home / "t" / "vectors.1.faiss").write_bytes(b"\0" * 10)
+    (index_home / "t" / "seg.1.0.faiss").write_bytes(b"\0" * 10)
     result = cli("query", "--index", "t", "hello")
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"Error: {index_home}/t/vectors.1.faiss: unreadable FAISS file (")
-    result = _index(cli, good)
-    assert result.stderr == f"Error: {index_home}/t/vectors.1.faiss: unreadable FAISS file; run: semsearch check --repair\n"
+    assert result.stderr.startswith(f"Error: {index_home}/t/seg.1.0.faiss: unreadable FAISS file (")
+    # a write adds a segment and never rewrites this one, so its damage keeps its old checksum: check still sees it
+    assert _index(cli, write_jsonl(tmp_path / "more.jsonl", [{"id": "b", "text": "more"}])).exit_code == 0
+    result = cli("check", "--index", "t")
+    assert result.exit_code == 1 and "seg.1.0.faiss: checksum differs from the manifest's" in result.stderr
     manifest = json.loads((index_home / "t" / "manifest.json").read_text())
     manifest["format"] = 99
     (index_home / "t" / "manifest.json").write_text(json.dumps(manifest))
     assert cli("query", "--index", "t", "x").stderr == (
-        f"Error: {index_home}/t/manifest.json: index format 99 is newer than this semsearch reads (2); "
+        f"Error: {index_home}/t/manifest.json: index format 99 is newer than this semsearch reads (3); "
         "upgrade: pip install -U semsearch\n")
 
 
@@ -242,13 +248,13 @@ def test_info_and_check_commands(cli, tmp_path, tiny_model_dir, index_home):
     good = write_jsonl(tmp_path / "good.jsonl", [{"id": "a", "text": "hello"}, {"id": "b", "text": "world"}])
     _index(cli, good, "--model", tiny_model_dir)
     out = cli("info", "--index", "t").stdout.splitlines()
-    assert out[0] == f"index      {index_home}/t (format 1, generation 1)" and out[1] == "documents  2"
+    assert out[0] == f"index      {index_home}/t (format 3, generation 1)" and out[1] == "documents  2"
     assert json.loads(cli("info", "--index", "t", "--json").stdout)["counts"] == {"documents": 2}
     assert cli("check", "--index", "t").stdout == f"{index_home}/t: ok (2 documents, 2 vectors)\n"
-    db = index_home / "t" / "docs.1.db"
-    db.write_bytes(db.read_bytes() + b"x")
+    segment = index_home / "t" / "seg.1.0.faiss"
+    segment.write_bytes(segment.read_bytes() + b"x")
     result = cli("check", "--index", "t")
-    assert result.exit_code == 1 and "docs.1.db: checksum differs from the manifest's" in result.stderr
+    assert result.exit_code == 1 and "seg.1.0.faiss: checksum differs from the manifest's" in result.stderr
     result = cli("check", "--index", "t", "--repair")
     assert result.exit_code == 0 and result.stdout == f"{index_home}/t: ok (2 documents, 2 vectors)\n"
     assert cli("delete", "--index", "t", "--id", "a").stderr == f"{index_home}/t: 1 documents removed\n"
@@ -303,8 +309,8 @@ def test_two_concurrent_writers_index_everything_once(tmp_path, index_home, tiny
     report = check("t")
     assert report.ok and report.documents == 3000
     with Index.open("t") as index:
-        rowids, _ = index.vectors.vectors()
-        ids = sorted(doc.id for doc in index.store.fetch(rowids.tolist()).values())
+        rowids, _ = index.stored_vectors()
+        ids = sorted(doc.id for doc in index.fetch_rowids(rowids.tolist()).values())
     assert ids == sorted([f"a{i}" for i in range(1500)] + [f"b{i}" for i in range(1500)])
 
 
@@ -327,7 +333,7 @@ def test_a_bf16_index_keeps_its_precision(cli, tmp_path, tiny_model_dir, index_h
                   tiny_model_dir).exit_code == 0  # --model loads the model in the index's precision
     manifest = json.loads((index_home / "t" / "manifest.json").read_text())
     assert manifest["encoder"]["precision"] == "bf16" and manifest["counts"]["documents"] == 4
-    assert manifest["format"] == 2  # format-1 readers (before precision existed) refuse it, not misread it
+    assert manifest["format"] == 3  # format-1 readers (before precision existed) refuse it, not misread it
     query = cli("query", "hello", "--index", "t", "--model", tiny_model_dir, "-k", "1", "--json")
     assert query.exit_code == 0 and json.loads(query.stdout)["id"] == "a"
     with pytest.raises(ModelError, match="differs in precision: load it with precision='bf16', or drop --model"):
@@ -341,10 +347,10 @@ def test_a_bf16_index_keeps_its_precision(cli, tmp_path, tiny_model_dir, index_h
 
 
 def test_older_readers_refuse_a_bf16_index(tmp_path, tiny_model_dir, index_home, monkeypatch):
-    import semsearch.index as index_module
+    import semsearch.index.manifest as manifest_module
 
     good = write_jsonl(tmp_path / "good.jsonl", [{"id": "a", "text": "hello"}])
     index_corpus(good, "b", model=str(tiny_model_dir), precision="bf16")
-    monkeypatch.setattr(index_module, "FORMAT_VERSION", 1)
-    with pytest.raises(IndexFormatError, match="index format 2 is newer than this semsearch reads"):
+    monkeypatch.setattr(manifest_module, "FORMAT_VERSION", 2)
+    with pytest.raises(IndexFormatError, match="index format 3 is newer than this semsearch reads"):
         Index.open("b")

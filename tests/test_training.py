@@ -359,7 +359,7 @@ def test_the_lean_backend_reads_the_saved_folder_too(tmp_path, fresh_encoder):
 
     train_model(scored_csv(tmp_path / "sts.csv"), tmp_path / "out", objective="regression", encoder=fresh_encoder,
                 config=TrainConfig(epochs=1, learning_rate=1e-3), progress=False)
-    lean = Encoder.load(tmp_path / "out", device="cpu", backend="auto")
+    lean = Encoder.load(tmp_path / "out", device="cpu", backend="torch")
     assert type(lean.model).__name__ == "LeanBert"
     assert np.abs(lean.encode(SENTENCES) - fresh_encoder.encode(SENTENCES)).max() <= 1e-5
     with pytest.raises(SemsearchError, match="inference-only backend"):

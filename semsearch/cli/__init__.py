@@ -4,8 +4,9 @@ Each command parses its options, calls one library function and renders the resu
 (:class:`~semsearch.errors.SemsearchError`) become one-line messages with exit code 1, in one place.
 
 The commands live in one module per group: :mod:`.index` (index, query, delete, info, check,
-demo-corpus), :mod:`.evaluate` (the ``eval`` group), :mod:`.train` and :mod:`.dedupe`; the options they
-share are in :mod:`._options`. Importing this package registers them all on :func:`main`.
+demo-corpus, compact), :mod:`.evaluate` (the ``eval`` group), :mod:`.train`, :mod:`.dedupe`, :mod:`.model`
+and :mod:`.serve`; the options they share are in :mod:`._options`, and the text rendering of stored documents in
+:mod:`.render`. Importing this package registers them all on :func:`main`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,23 @@ class _Group(click.Group):
     """Turns library errors into ``Error: ...`` with exit code 1 (usage errors keep click's exit code 2)."""
 
     def invoke(self, ctx: click.Context):
+        import warnings
+
+        from ..filters import FilterWarning
+
+        shown = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):
+            if issubclass(category, FilterWarning):
+                click.echo(f"warning: {message}", err=True)
+            else:
+                shown(message, category, *args, **kwargs)
+
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", FilterWarning)
+                warnings.showwarning = show
+                return super().invoke(ctx)
         except SemsearchError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:
@@ -36,6 +52,6 @@ def main() -> None:
 
 
 # Register the commands on `main` (each module imports `main` from here, so this comes last).
-from . import dedupe, evaluate, index, train  # noqa: E402,F401
+from . import dedupe, evaluate, index, model, serve, train  # noqa: E402,F401
 
 __all__ = ["main"]

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 POOLING_CHOICE = click.Choice(["mean", "max", "cls"])
+
+
+class Finite(click.FloatRange):
+    """A FloatRange that also refuses nan and ±inf (FloatRange lets nan through every bound)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number.", param, ctx)
+        return number
+
+
+COSINE = Finite(-1, 1)  # a cosine threshold
 
 
 def index_option(f):
@@ -40,3 +55,21 @@ def columns_option(default_help: str):
 def skip_invalid_option(f):
     return click.option("--skip-invalid", is_flag=True,
                         help="Skip bad rows and count them, instead of stopping at the first.")(f)
+
+
+def _use_backend(ctx: click.Context, param, value):
+    """Make the encoder's "auto" backend mean this one for the command (the index code asks for "auto")."""
+    if value is not None:
+        from ..encoder import set_default_backend
+
+        previous = set_default_backend(value)
+        ctx.call_on_close(lambda: set_default_backend(previous))
+    return value
+
+
+def backend_option(f):
+    return click.option("--backend", type=click.Choice(["onnx", "torch"]), default=None, expose_value=False,
+                        callback=_use_backend, is_eager=True,
+                        help="Where the encoder runs: onnx (onnxruntime, fp32, no torch import; the default where the "
+                             "model exports) or torch (also the one for bf16). Same vectors to 1e-5. "
+                             "[default: $SEMSEARCH_BACKEND, else onnx where it applies]")(f)

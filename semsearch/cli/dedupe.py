@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from pathlib import Path
 
 import click
 
 from . import main
-from ._options import index_option, model_option
-
-DEDUPE_OUT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")
+from ._options import COSINE, backend_option, index_option, model_option
+from .render import clip, json_line, one_line, text_room
 
 
 @main.command("dedupe")
 @click.argument("corpus", required=False, metavar="[CORPUS]")
 @index_option
 @model_option
-@click.option("--threshold", "-t", type=click.FloatRange(-1, 1), default=None,
+@click.option("--threshold", "-t", type=COSINE, default=None,
               help="Cosine at or above which two documents are near-duplicates. [default: 0.8, chosen on STSb]")
 @click.option("--top-k", type=click.IntRange(1), default=None, help="Keep only each document's K best partners.")
 @click.option("--clusters", is_flag=True, help="Show groups of duplicates (connected components), not pairs.")
@@ -57,6 +53,7 @@ DEDUPE_OUT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")
 @click.option("--text-field", default="text", show_default=True, help="Field holding the text (CORPUS).")
 @click.option("--id-field", default="id", show_default=True, help="Field holding the document id (CORPUS).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@backend_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_json, approximate, partitioned,
                partitions, spill, embeddings, engine, address, workers, gpus_per_worker, chunk_size, fmt,
@@ -66,7 +63,8 @@ def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_j
     Mines CORPUS (embedded first, same formats as `index`), the vectors of --embeddings FILE, or, without
     either, the stored vectors of --index (nothing is re-encoded).
     """
-    from ..dedupe import View, dedupe, result_rows, view_fields, write_rows
+    from ..dedupe import View, dedupe, out_format, result_rows, view_fields, write_rows
+    from ..errors import InputError
     from ..mining import DEFAULT_THRESHOLD
 
     if corpus is not None and index is not None:
@@ -85,8 +83,11 @@ def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_j
         raise click.UsageError("--address, --workers and --gpus-per-worker apply with --engine ray")
     if engine == "ray" and approximate:
         raise click.UsageError("--engine ray mines exactly or --partitioned; drop --approximate")
-    if out is not None and Path(out).suffix.lower() not in DEDUPE_OUT_SUFFIXES:
-        raise click.BadParameter(f"{out}: use a .jsonl or .csv file", param_hint="--out")
+    if out is not None:
+        try:
+            out_format(out)
+        except InputError as exc:
+            raise click.BadParameter(str(exc), param_hint="--out") from None
     view = View.CLUSTERS if clusters else View.PLAN if keep else View.PAIRS
     mode = "approximate" if approximate else "partitioned" if partitioned else "exact"
     result = dedupe(corpus, index, embeddings=embeddings,
@@ -100,7 +101,7 @@ def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_j
         write_rows(out, rows, view_fields(view, lines=corpus is not None))
     if as_json:
         for row in rows:
-            click.echo(json.dumps(row, ensure_ascii=False))
+            click.echo(json_line(row))
     elif view is View.PAIRS:
         _render_pairs(result)
     elif view is View.CLUSTERS:
@@ -110,25 +111,15 @@ def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_j
     _dedupe_summary(result, out, len(rows))
 
 
-def _clip(text: str, room: int) -> str:
-    text = text.replace("\n", " ")
-    return text if len(text) <= room else text[: room - 1] + "…"
-
-
-def _text_room(width: int) -> int:
-    columns = max(60, os.get_terminal_size().columns if sys.stdout.isatty() else 120)
-    return max(20, columns - width - 12)
-
-
 def _render_pairs(result) -> None:
     if not result.pairs:
         click.echo(f"(no pairs with cosine >= {result.threshold:g})")
         return
-    width = max(len(d.id) for p in result.pairs for d in (p.a, p.b))
-    room = _text_room(width)
+    width = max(len(one_line(d.id)) for p in result.pairs for d in (p.a, p.b))
+    room = text_room(width + 12)
     for p in result.pairs:
-        click.echo(f"{p.score:.4f}  {p.a.id:<{width}}  {_clip(p.a.text, room)}")
-        click.echo(f"{'':6}  {p.b.id:<{width}}  {_clip(p.b.text, room)}")
+        click.echo(f"{p.score:.4f}  {one_line(p.a.id):<{width}}  {clip(p.a.text, room)}")
+        click.echo(f"{'':6}  {one_line(p.b.id):<{width}}  {clip(p.b.text, room)}")
 
 
 def _render_clusters(result) -> None:
@@ -137,24 +128,26 @@ def _render_clusters(result) -> None:
         return
     for c in result.clusters:
         docs = [c.representative] + [m.document for m in c.members]
-        width = max(len(d.id) for d in docs)
-        room = _text_room(width + 6)
+        width = max(len(one_line(d.id)) for d in docs)
+        room = text_room(width + 18)
         if c.number > 1:
             click.echo()
         click.echo(f"cluster {c.number} ({c.size} documents)")
-        click.echo(f"  keep  {1.0:.4f}  {c.representative.id:<{width}}  {_clip(c.representative.text, room)}")
+        rep = c.representative
+        click.echo(f"  keep  {1.0:.4f}  {one_line(rep.id):<{width}}  {clip(rep.text, room)}")
         for m in c.members:
-            via = "" if m.link.position == c.representative.position else f"  (via {m.link.id} {m.link_score:.4f})"
-            click.echo(f"  drop  {m.score:.4f}  {m.document.id:<{width}}  {_clip(m.document.text, room)}{via}")
+            via = "" if m.link.position == rep.position else f"  (via {one_line(m.link.id)} {m.link_score:.4f})"
+            click.echo(f"  drop  {m.score:.4f}  {one_line(m.document.id):<{width}}  {clip(m.document.text, room)}{via}")
 
 
 def _render_plan(rows) -> None:
-    width = max((len(row["id"]) for row in rows), default=0)
+    width = max((len(one_line(row["id"])) for row in rows), default=0)
     for row in rows:
         if row["action"] == "drop":
-            click.echo(f"drop  {row['id']:<{width}}  duplicate of {row['duplicate_of']} ({row['score']:.4f})")
+            click.echo(f"drop  {one_line(row['id']):<{width}}  duplicate of {one_line(row['duplicate_of'])} "
+                       f"({row['score']:.4f})")
         else:
-            click.echo(f"keep  {row['id']}")
+            click.echo(f"keep  {one_line(row['id'])}")
 
 
 def _dedupe_summary(result, out, rows: int) -> None:

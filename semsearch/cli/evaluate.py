@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import main
-from ._options import POOLING_CHOICE, columns_option, model_option, precision_option, skip_invalid_option
+from ._options import COSINE, POOLING_CHOICE, columns_option, model_option, precision_option, skip_invalid_option
 
 
 @main.group("eval")
@@ -17,15 +17,17 @@ def eval_group() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @model_option
 @click.option("--pooling", type=POOLING_CHOICE, default=None, help="Override the model's pooling.")
+@columns_option("sentence1,sentence2,score")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @precision_option
-def eval_sts_cmd(file, model, pooling, batch_size, precision) -> None:
-    """Spearman and Pearson (x100) of cosine similarity vs gold scores (CSV: sentence1,sentence2,score)."""
+def eval_sts_cmd(file, model, pooling, columns, batch_size, precision) -> None:
+    """Spearman and Pearson (x100) of cosine similarity vs gold scores (sentence1,sentence2,score; a header
+    row may name them in any order, as for train)."""
     from ..encoder import Encoder
     from ..evaluation import evaluate_sts
 
     encoder = Encoder.load(model, pooling=pooling, backend="auto", precision=precision or "fp32")
-    result = evaluate_sts(encoder, file, batch_size=batch_size)
+    result = evaluate_sts(encoder, file, batch_size=batch_size, columns=columns)
     click.echo(f"{file}: Spearman {result.spearman:.2f}  Pearson {result.pearson:.2f}  "
                f"({result.pairs} pairs; {encoder.spec.model}, {encoder.spec.pooling.value} pooling"
                f"{', ' + encoder.spec.precision if encoder.spec.precision != 'fp32' else ''})")
@@ -76,7 +78,7 @@ def eval_retrieval_cmd(folder, index, model, split, depth, batch_size) -> None:
 @eval_group.command("pairs")
 @click.argument("file", type=click.Path(dir_okay=False))
 @model_option
-@click.option("--threshold", "-t", type=click.FloatRange(-1, 1), default=None,
+@click.option("--threshold", "-t", type=COSINE, default=None,
               help="Also report precision, recall and F1 at this cosine threshold.")
 @columns_option("label,sentence1,sentence2")
 @skip_invalid_option

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
 from . import main
-from ._options import POOLING_CHOICE, index_option, model_option, precision_option
+from ._options import COSINE, POOLING_CHOICE, backend_option, index_option, model_option, precision_option
 
 
 @main.command("index")
@@ -29,9 +28,14 @@ from ._options import POOLING_CHOICE, index_option, model_option, precision_opti
               help="New index only: auto (exact flat up to 200,000 documents), flat, hnsw, ivf, ivfpq, "
                    "or a FAISS factory string.")
 @precision_option
+@click.option("--embeddings", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Precomputed vectors instead of embedding: a .npy matrix (row i = record i) or a Parquet file with "
+                   "'id' and 'embedding' columns, made by --model (default: the bundled one).")
+@click.option("--force", is_flag=True, help="Create the index in a folder that holds other files (left untouched).")
+@backend_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def index_cmd(corpus, index, model, pooling, fmt, text_field, id_field, batch_size, skip_invalid, index_type,
-              precision, quiet) -> None:
+              precision, embeddings, force, quiet) -> None:
     """Embed CORPUS (JSONL, CSV/TSV with a header, text lines, or - for stdin) into an index."""
     from ..api import index_corpus
     from ..index import index_path
@@ -44,7 +48,8 @@ def index_cmd(corpus, index, model, pooling, fmt, text_field, id_field, batch_si
     with _bar(corpus, quiet) as bar:
         report = index_corpus(corpus, index, model=model, pooling=pooling, format=fmt, text_field=text_field,
                               id_field=id_field, batch_size=batch_size, skip_invalid=skip_invalid,
-                              index_type=index_type, precision=precision, progress=bar.update)
+                              index_type=index_type, precision=precision, embeddings=embeddings, force=force,
+                              progress=bar.update)
     rate = report.embedded / report.seconds if report.seconds else 0.0
     click.echo(f"{index_path(index)}: {report.read} read, {report.added} added, {report.updated} updated, "
                f"{report.unchanged} unchanged"
@@ -70,7 +75,7 @@ def _bar(corpus: str, quiet: bool):
 @click.argument("text", required=False)
 @index_option
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1), help="Results per query.")
-@click.option("--threshold", "-t", type=click.FloatRange(-1, 1), default=None, help="Only hits with cosine >= this.")
+@click.option("--threshold", "-t", type=COSINE, default=None, help="Only hits with cosine >= this.")
 @click.option("--queries", "queries_file", type=click.Path(dir_okay=False, allow_dash=True), default=None,
               help="File with one query per line, embedded in one batch.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: one object per hit.")
@@ -81,41 +86,27 @@ def _bar(corpus: str, quiet: bool):
 @click.option("--ef-search", type=click.IntRange(1), default=None,
               help="HNSW indexes: search beam width (more: better recall, slower). [default: the manifest's]")
 @model_option
+@backend_option
 def query_cmd(text, index, k, threshold, queries_file, as_json, filters, nprobe, ef_search, model) -> None:
     """Find the documents nearest to TEXT (or to each line of --queries)."""
     from ..api import read_queries, search
+    from .render import json_line, printable, render_hits
 
     if (text is None) == (queries_file is None):
         raise click.UsageError("give a query TEXT or --queries FILE (one of them)")
+    if text is not None and not text.strip():
+        raise click.UsageError("the query TEXT is empty")
     queries = [text] if text is not None else read_queries(queries_file)
     results = search(queries, index, k=k, threshold=threshold, filters=list(filters), model=model, nprobe=nprobe,
                      ef_search=ef_search)
     for number, (query, hits) in enumerate(zip(queries, results)):
         if as_json:
             for hit in hits:
-                click.echo(json.dumps({"query": query, **hit.to_dict()}, ensure_ascii=False))
+                click.echo(json_line({"query": query, **hit.to_dict()}))
             continue
         if len(queries) > 1:
-            click.echo(("\n" if number else "") + f"query: {query}")
-        _render_hits(hits)
-
-
-def _render_hits(hits) -> None:
-    if not hits:
-        click.echo("(no results)")
-        return
-    width = max(len(h.id) for h in hits)
-    columns = max(60, (os.get_terminal_size().columns if sys.stdout.isatty() else 120))
-    click.echo(f"{'rank':>4}  {'score':>6}  {'id':<{width}}  text")
-    for hit in hits:
-        text = hit.text.replace("\n", " ")
-        room = max(20, columns - width - 18)
-        if len(text) > room:
-            text = text[: room - 1] + "…"
-        line = f"{hit.rank:>4}  {hit.score:6.4f}  {hit.id:<{width}}  {text}"
-        if hit.meta:
-            line += "  " + " ".join(f"{key}={value}" for key, value in hit.meta.items())
-        click.echo(line)
+            click.echo(("\n" if number else "") + f"query: {printable(query)}")
+        render_hits(hits)
 
 
 @main.command("delete")
@@ -137,12 +128,25 @@ def delete_cmd(index, ids, ids_from, filters) -> None:
     click.echo(f"{index_path(index)}: {removed} documents removed", err=True)
 
 
+@main.command("compact")
+@index_option
+def compact_cmd(index) -> None:
+    """Merge an index's segments into one and purge deleted documents (crash-safe, like any write)."""
+    from ..api import compact_index
+    from ..index import index_path
+
+    report = compact_index(index)
+    click.echo(f"{index_path(index)}: {report.segments_before} segments -> {report.segments_after}, "
+               f"{report.purged} deleted documents purged, {report.vectors:,} vectors rewritten "
+               f"in {report.seconds:.1f} s", err=True)
+
+
 @main.command("info")
 @index_option
 @click.option("--json", "as_json", is_flag=True, help="The manifest and file sizes as JSON.")
 def info_cmd(index, as_json) -> None:
-    """What an index holds: model, counts, files and sizes, versions."""
-    from ..maintenance import info
+    """What an index holds: model, counts, segments, tombstones, files and sizes, versions."""
+    from ..index.maintenance import info
     from ..vectors import stored_type
 
     data = info(index)
@@ -152,6 +156,13 @@ def info_cmd(index, as_json) -> None:
     encoder = data["encoder"]
     click.echo(f"index      {data['path']} (format {data['format']}, generation {data['generation']})")
     click.echo(f"documents  {data['counts']['documents']:,}")
+    segments = data.get("segments", [])
+    if segments:
+        sizes = ", ".join(f"{s['vectors']:,}" for s in segments[:8]) + (", ..." if len(segments) > 8 else "")
+        click.echo(f"segments   {len(segments)} ({sizes} vectors); {data['faiss'].get('dead', 0):,} deleted "
+                   "documents awaiting compaction")
+        click.echo(f"compaction {'due: ' + data['compaction'] if data.get('compaction') else 'not due'} "
+                   "(automatic when deleted vectors pass 20% or segments pass 24; now: semsearch compact)")
     click.echo(f"model      {encoder['model']} ({encoder['pooling']} pooling, {encoder['dimension']}-d, "
                f"max {encoder['max_length']} tokens, {encoder.get('precision', 'fp32')}, "
                f"{encoder['fingerprint'][:19]})")
@@ -159,7 +170,7 @@ def info_cmd(index, as_json) -> None:
     knobs = ", ".join(f"{k} {v}" for k, v in sorted(faiss_meta.get("search", {}).items()))
     click.echo(f"faiss      {stored_type(faiss_meta)}: {faiss_meta['factory']}"
                + (f" (search: {knobs})" if knobs else "")
-               + (f", {faiss_meta['dead']:,} dead vectors awaiting rebuild" if faiss_meta.get("dead") else ""))
+               )
     for name, size in data["sizes"].items():
         click.echo(f"file       {name}: {size:,} bytes" if size is not None else f"file       {name}: missing")
     click.echo(f"updated    {data['updated']} (created {data['created']})")
@@ -170,10 +181,16 @@ def info_cmd(index, as_json) -> None:
 @click.option("--repair", is_flag=True, help="Rebuild the vectors from the stored texts when the check fails.")
 def check_cmd(index, repair) -> None:
     """Verify an index: checksums, and one vector per document (exit 1 when damaged)."""
-    from ..maintenance import check
-    from ..maintenance import repair as repair_index
+    from ..index import index_path
+    from ..index.files import folder_state
+    from ..index.maintenance import check
+    from ..index.maintenance import repair as repair_index
 
-    report = check(index)
+    if repair and folder_state(index_path(index)) == "damaged":
+        click.echo(f"{index_path(index)}: manifest.json is missing; rebuilding it from the database", err=True)
+        report = repair_index(index)
+    else:
+        report = check(index)
     if not report.ok and repair:
         for problem in report.problems:
             click.echo(f"{report.path}: {problem}", err=True)

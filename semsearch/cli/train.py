@@ -7,7 +7,7 @@ import sys
 import click
 
 from . import main
-from ._options import POOLING_CHOICE, columns_option, model_option, skip_invalid_option
+from ._options import POOLING_CHOICE, Finite, columns_option, model_option, skip_invalid_option
 
 OBJECTIVE_CHOICE = click.Choice(["classification", "regression", "triplet"])
 DATA_FORMAT_CHOICE = click.Choice(["csv", "tsv", "jsonl"])
@@ -31,12 +31,12 @@ def _score_range(ctx, param, value):
 @click.option("--epochs", type=click.IntRange(1), default=None,
               help="[default: 1 for classification and triplet, 4 for regression]")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
-@click.option("--lr", "learning_rate", default=2e-5, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--lr", "learning_rate", default=2e-5, show_default=True, type=Finite(min=0, min_open=True),
               help="AdamW learning rate.")
-@click.option("--warmup", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--warmup", default=0.1, show_default=True, type=Finite(0, 1),
               help="Share of the steps with a linear learning-rate warm-up.")
-@click.option("--weight-decay", default=0.01, show_default=True, type=click.FloatRange(min=0))
-@click.option("--max-grad-norm", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--weight-decay", default=0.01, show_default=True, type=Finite(min=0))
+@click.option("--max-grad-norm", default=1.0, show_default=True, type=Finite(min=0, min_open=True),
               help="Clip the gradient norm to this.")
 @click.option("--seed", default=42, show_default=True, type=int,
               help="Seeds the batch order, dropout and the softmax head; on a CPU the regression objective then "
@@ -44,9 +44,9 @@ def _score_range(ctx, param, value):
 @click.option("--eval-steps", default=0, show_default=True, type=click.IntRange(0),
               help="Also evaluate on --dev every this many steps (0: at the end of each epoch only).")
 @click.option("--keep-last", is_flag=True, help="Save the last weights, not the best on --dev.")
-@click.option("--margin", default=1.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--margin", default=1.0, show_default=True, type=Finite(min=0),
               help="Triplet margin (Euclidean).")
-@click.option("--score-range", nargs=2, type=float, default=(0.0, 5.0), show_default=True, metavar="MIN MAX",
+@click.option("--score-range", nargs=2, type=Finite(), default=(0.0, 5.0), show_default=True, metavar="MIN MAX",
               callback=_score_range,
               help="Scale of the gold scores (regression); mapped onto 0..1.")
 @columns_option("sentence1,sentence2,label | sentence1,sentence2,score | anchor,positive,negative")

@@ -18,8 +18,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..corpus import json_objects
-from ..errors import InputError
+from ..corpus import Format, guess_format, json_objects
+from ..errors import InputError, choice
 
 
 class DataKind(str, Enum):
@@ -46,7 +46,6 @@ _TEXT_POSITIONS: dict[DataKind, tuple[int, ...]] = {
 }
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"0", "false", "no", "n", "f"}
-_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".tab": "tsv", ".csv": "csv"}
 _PROBLEMS_KEPT = 5
 
 
@@ -88,17 +87,19 @@ def parse_columns(spec: str | Sequence[str] | None, kind: DataKind) -> tuple[str
 
 def read_dataset(path: str | Path, kind: DataKind | str, *, columns: str | Sequence[str] | None = None,
                  format: str | None = None, skip_invalid: bool = False,
-                 score_range: tuple[float, float] = (0.0, 5.0), labels: Sequence[str] | None = None) -> Dataset:
+                 score_range: tuple[float, float] | None = (0.0, 5.0),
+                 labels: Sequence[str] | None = None) -> Dataset:
     """Read the rows of ``path`` as ``kind``.
 
-    ``score_range`` (scored pairs): the gold scale; scores are mapped linearly onto [0, 1].
+    ``score_range`` (scored pairs): the gold scale; scores are mapped linearly onto [0, 1]. ``None`` keeps
+    every finite score as it is (evaluation: correlations do not depend on the scale).
     ``labels`` (labelled pairs): the known class names, in class order (for evaluation with a trained head);
     without it the classes are the distinct labels of the file, in numeric order when all are integers.
     """
-    kind = DataKind(kind)
+    kind = choice(DataKind, kind, "data kind")
     path = Path(path)
     names = parse_columns(columns, kind)
-    low, high = score_range
+    low, high = score_range if score_range is not None else (-math.inf, math.inf)
     if kind is DataKind.SCORED_PAIRS and not high > low:
         raise InputError(path, f"score range {low:g}..{high:g} is empty")
     out = Dataset(str(path), kind, [])
@@ -152,7 +153,7 @@ def _parse(kind: DataKind, names: tuple[str, ...], values: list, line: int, low:
             return f"{column} {value!r} is not a number", None
         if not low <= score <= high:
             return f"{column} {score:g} is outside {low:g}..{high:g} (set the scale with --score-range)", None
-        return None, Example(texts, (score - low) / (high - low), line)
+        return None, Example(texts, score if math.isinf(high - low) else (score - low) / (high - low), line)
     if kind is DataKind.DUPLICATE_PAIRS:
         flag = str(value).strip().lower() if value is not None else ""
         if flag not in _TRUE | _FALSE:
@@ -197,7 +198,8 @@ def _format(path: Path, format: str | None) -> str:
         if format not in ("csv", "tsv", "jsonl"):
             raise InputError(path, f"unknown format {format!r} (csv, tsv or jsonl)")
         return format
-    return _SUFFIXES.get(path.suffix.lower(), "csv")
+    fmt = guess_format(path, default=Format.CSV)
+    return Format.CSV.value if fmt is Format.TEXT else fmt.value  # rows of texts: a .txt is read as CSV
 
 
 def _rows(path: Path, names: tuple[str, ...], format: str | None) -> Iterator[tuple[int, list, str | None, str]]:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InvalidArgument, choice
 from .data import DataKind
 
 
@@ -47,7 +48,7 @@ class SoftmaxLoss(nn.Module):
         self.num_labels = num_labels
         self.labels = tuple(labels) if labels is not None else tuple(str(i) for i in range(num_labels))
         if len(self.labels) != num_labels:
-            raise ValueError(f"{len(self.labels)} label names for {num_labels} labels")
+            raise InvalidArgument(f"{len(self.labels)} label names for {num_labels} labels")
         self.classifier = nn.Linear(3 * dimension, num_labels)
 
     @staticmethod
@@ -99,7 +100,7 @@ class TripletLoss(nn.Module):
 def make_loss(objective: Objective | str, dimension: int, *, labels: Sequence[str] = (),
               margin: float = 1.0) -> nn.Module:
     """The loss of ``objective`` for embeddings of size ``dimension`` (``labels``: the class names)."""
-    objective = Objective(objective)
+    objective = choice(Objective, objective, "objective")
     if objective is Objective.CLASSIFICATION:
         return SoftmaxLoss(dimension, len(labels), labels)
     if objective is Objective.REGRESSION:

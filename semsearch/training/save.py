@@ -159,7 +159,12 @@ def load_head(model_dir: str | os.PathLike, encoder: "Encoder | None" = None) ->
     if not config_file.is_file():
         raise ModelError(f"{model_dir}: no softmax head ({HEAD_DIR}/) beside this model; "
                          "train one with: semsearch train DATA --objective classification --output DIR")
-    config = json.loads(config_file.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{config_file}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or not all(k in config for k in ("dimension", "num_labels", "labels")):
+        raise ModelError(f"{config_file}: not a softmax head's configuration (dimension, num_labels, labels)")
     if encoder is not None:
         if config["dimension"] != encoder.dimension:
             raise ModelError(f"{folder}: head takes {config['dimension']}-d embeddings, the model gives {encoder.dimension}")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from ..errors import SemsearchError
+from ..errors import InferenceOnly, SemsearchError, choice
 from .data import Dataset, read_dataset
 from .save import check_output, save_model
 
@@ -56,7 +56,7 @@ class TrainConfig:
             raise SemsearchError(f"batch size must be at least 1, got {self.batch_size}")
         if not 0 <= self.warmup_ratio <= 1:
             raise SemsearchError(f"warm-up ratio must be within 0..1, got {self.warmup_ratio}")
-        if self.learning_rate <= 0:
+        if not 0 < self.learning_rate < math.inf:  # nan too
             raise SemsearchError(f"learning rate must be positive, got {self.learning_rate}")
 
 
@@ -208,7 +208,7 @@ def fit(encoder: "Encoder", dataset: Dataset, loss: "torch.nn.Module", output: s
     config = config or TrainConfig()
     config.check()
     if not isinstance(encoder.model, torch.nn.Module) or not hasattr(encoder.model, "save_pretrained"):
-        raise SemsearchError(f"{encoder.spec.model}: this encoder runs an inference-only backend; "
+        raise InferenceOnly(f"{encoder.spec.model}: this encoder runs an inference-only backend; "
                              "load it with Encoder.load(..., backend='transformers') to train it")
     epochs = config.epochs or 1
     output = check_output(output)
@@ -348,7 +348,7 @@ def train_model(data: str | os.PathLike, output: str | os.PathLike, *, objective
     from ..encoder import Encoder
     from .losses import DATA_KIND, DEFAULT_EPOCHS, Objective, make_loss
 
-    objective = Objective(objective)
+    objective = choice(Objective, objective, "objective")
     config = config or TrainConfig()
     if config.epochs is None:
         config = TrainConfig(**{**asdict(config), "epochs": DEFAULT_EPOCHS[objective]})
