@@ -13,9 +13,10 @@ Sets (384-d float32 unit vectors, seeded, built once into benchmarks/.cache/):
 
 For each set and size, each step in a fresh subprocess (wall, CPU and peak memory are that process's):
   partitioned  semsearch.partitioned.mine_partitioned with its defaults (√n cells, spill 3, margin 0.3)
-  exact        semsearch.mining.mine_pairs, the whole run while n <= --exact-full; above it, --exact-rows
-               random rows mined against all n rows (mine_pairs with split) and the time scaled by
-               (n(n-1)/2) / (rows·n): an extrapolation, marked as such in the table
+  exact        semsearch.mining.mine_pairs, the whole run while n <= --exact-full; above it, --exact-rows / 2
+               and --exact-rows random rows mined against all n rows (mine_pairs with split): their difference
+               is the cost per row, the estimate fixed cost + per-row cost × (n-1)/2: an extrapolation,
+               marked as such in the table
   recall       found / exact pairs: over all pairs when exact ran in full; above that, over the pairs of
                --recall-rows sampled documents (their exact partners from a float32 scan of all rows,
                re-scored exactly), the measure `semsearch dedupe --partitioned` prints
@@ -122,10 +123,8 @@ def child(step: str, matrix: str, out: str, options: dict) -> None:
     n = len(x)
     base = peak_rss_mb()
     result: dict = {"n": n}
-    if step == "exact-sample":  # the extrapolation's sample: rows against everything, prepared off the clock
-        rows = np.sort(np.random.default_rng(1).choice(n, options["rows"], replace=False))
-        stacked = np.vstack([x[rows], x])
-        base = peak_rss_mb()
+    if step == "exact-sample":
+        return exact_sample(x, options["rows"], base)
     wall, cpu = time.perf_counter(), time.process_time()
     if step == "partitioned":
         pairs, cells = mine_partitioned(x, THRESHOLD)
@@ -134,16 +133,43 @@ def child(step: str, matrix: str, out: str, options: dict) -> None:
     elif step == "exact":
         pairs = mine_pairs(x, THRESHOLD)
         result["note"] = f"{pairs.dtype} blocks of {pairs.chunk_size}"
-    elif step == "exact-sample":
-        pairs = mine_pairs(stacked, THRESHOLD, split=len(rows))
-        result["note"] = f"{len(rows):,} rows × {n:,}, {pairs.dtype} blocks of {pairs.chunk_size}"
-        result["scale"] = (n * (n - 1) / 2) / (len(rows) * n)
     else:
         raise SystemExit(f"unknown step {step}")
     result.update(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu, peak_mb=peak_rss_mb(),
                   base_mb=base, pairs=len(pairs))
-    if step != "exact-sample":
-        np.save(out, pairs.left * n + pairs.right)
+    np.save(out, pairs.left * n + pairs.right)
+    print(json.dumps(result))
+
+
+def exact_sample(x: np.ndarray, rows: int, base: float) -> None:
+    """The exact miner's cost at n from two samples: rows/2 and rows random rows mined against all n rows.
+
+    Each sampled row costs n comparisons; the whole triangle is (n − 1)/2 such rows. The two runs give the
+    cost per row (their difference) apart from the fixed cost of a run (preparing the n-row matrix), so the
+    estimate is fixed + per-row × (n − 1)/2 rather than a plain multiple of one run.
+    """
+    from semsearch.mining import mine_pairs
+
+    n = len(x)
+    mine_pairs(np.ascontiguousarray(x[:4096]), THRESHOLD)  # warm-up off the clock: dtype probe, first kernels
+    times = []
+    for count in (rows // 2, rows):
+        chosen = np.sort(np.random.default_rng(count).choice(n, count, replace=False))
+        stacked = np.vstack([x[chosen], x])  # prepared off the clock
+        wall, cpu = time.perf_counter(), time.process_time()
+        pairs = mine_pairs(stacked, THRESHOLD, split=count)
+        times.append((count, time.perf_counter() - wall, time.process_time() - cpu))
+        del stacked
+    (r1, w1, c1), (r2, w2, c2) = times
+    result = {"n": n, "peak_mb": peak_rss_mb(), "base_mb": base, "pairs": 0,
+              "note": f"{r1:,} and {r2:,} rows × {n:,} ({w1:.1f} s, {w2:.1f} s), {pairs.dtype} blocks of "
+                      f"{pairs.chunk_size}"}
+    for key, t1, t2 in (("wall", w1, w2), ("cpu", c1, c2)):
+        per_row = (t2 - t1) / (r2 - r1)
+        if per_row <= 0:  # noise swamped the difference: scale the larger run instead
+            result[key] = t2 * (n - 1) / 2 / r2
+        else:
+            result[key] = max(0.0, t1 - per_row * r1) + per_row * (n - 1) / 2
     print(json.dumps(result))
 
 
@@ -245,9 +271,11 @@ def setup_lines(args) -> list[str]:
             f"- Each step runs once in a fresh subprocess that loads the matrix from .npy (memory-mapped above "
             f"{CHUNK:,} rows); time covers mining only. Peak = the process's VmHWM (Python, torch, the matrix, "
             "mapped pages included); base = VmHWM once the matrix is loaded.",
-            f"- Exact above {args.exact_full:,} documents is **extrapolated**: {args.exact_rows:,} random rows mined "
-            "against all rows, the time multiplied by (n(n−1)/2)/(rows·n); its peak memory is that run's (the "
-            "matrix plus a stacked copy of it). Recall above that size is over the pairs of "
+            f"- Exact above {args.exact_full:,} documents is **extrapolated**: {args.exact_rows // 2:,} and "
+            f"{args.exact_rows:,} random rows mined against all rows; their difference gives the cost per row, "
+            "the estimate is the fixed cost + per-row cost × (n−1)/2 (the whole triangle); its peak memory is "
+            "that run's (the matrix plus a stacked copy of it with the sampled rows). Recall above that size is "
+            "over the pairs of "
             f"{args.recall_rows:,} sampled documents (found / exact), as `semsearch dedupe --partitioned` prints it."]
 
 
@@ -267,8 +295,7 @@ def report(rows: list[dict], args, notes: list[str]) -> list[str]:
         for method, row in (("partitioned", part), ("exact", exact)):
             if row is None:
                 continue
-            wall = row["wall"] * row.get("scale", 1)
-            cpu = row["cpu"] * row.get("scale", 1)
+            wall, cpu = row["wall"], row["cpu"]
             mark = " (extrapolated)" if row.get("extrapolated") else ""
             recall = ""
             if method == "partitioned" and "recall" in row:
@@ -278,7 +305,7 @@ def report(rows: list[dict], args, notes: list[str]) -> list[str]:
                     recall += f"; {r['false']} false pairs!"
             ratio = ""
             if method == "partitioned" and exact is not None:
-                ratio = f"{exact['wall'] * exact.get('scale', 1) / row['wall']:.1f}×" + \
+                ratio = f"{exact['wall'] / row['wall']:.1f}×" + \
                     (" (extrapolated exact)" if exact.get("extrapolated") else "")
             pairs = f"{row['pairs']:,}" if method == "partitioned" or not row.get("extrapolated") else "—"
             lines.append(f"| {name} | {n:,} | {method}{mark} | {wall:,.1f} | {cpu:,.1f} | {row['peak_mb']:,.0f} | "
@@ -295,7 +322,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000])
     parser.add_argument("--exact-full", type=int, default=100_000, help="largest n for a whole exact run")
     parser.add_argument("--exact-rows", type=int, default=16_384, help="sampled rows of the exact extrapolation")
-    parser.add_argument("--recall-rows", type=int, default=2_000, help="sampled documents for recall above --exact-full")
+    parser.add_argument("--recall-rows", type=int, default=2_000, help="sampled documents: recall above --exact-full")
     parser.add_argument("--big", type=int, default=10_000_000, help="clustered, partitioned only (0: skip)")
     parser.add_argument("--child", nargs=4, metavar=("STEP", "MATRIX", "OUT", "OPTIONS"), help=argparse.SUPPRESS)
     parser.add_argument("--recall", nargs=4, metavar=("MATRIX", "FOUND", "EXACT", "OPTIONS"), help=argparse.SUPPRESS)

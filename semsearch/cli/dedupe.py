@@ -161,7 +161,7 @@ def _dedupe_summary(result, out, rows: int) -> None:
                + f" ({seconds}; {result.search})", err=True)
     if result.recall is not None:
         r = result.recall
-        click.echo(f"{result.mode.value} recall: {r.value:.3f} against the exact search on {r.sample:,} sampled documents "
-                   f"({r.found:,} of their {r.exact_pairs:,} pairs found)", err=True)
+        click.echo(f"{result.mode.value} recall: {r.value:.3f} against the exact search on {r.sample:,} sampled "
+                   f"documents ({r.found:,} of their {r.exact_pairs:,} pairs found)", err=True)
     if out is not None:
         click.echo(f"wrote {rows:,} rows to {out}", err=True)
