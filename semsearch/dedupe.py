@@ -37,6 +37,12 @@ OUT_FORMATS = (Format.JSONL, Format.CSV)  # what --out writes
 class Mode(str, Enum):
     EXACT = "exact"              # every pair >= threshold, guaranteed
     APPROXIMATE = "approximate"  # IVF range search; recall measured on a sample
+    PARTITIONED = "partitioned"  # exact mining within k-means cells (semsearch.partitioned); recall measured
+
+
+class Engine(str, Enum):
+    LOCAL = "local"  # this process
+    RAY = "ray"      # a Ray cluster (semsearch.distributed): encoding over actors, mining as tasks
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ class Dropped:
 
 @dataclass(frozen=True)
 class Recall:
-    """Approximate mode's recall against the exact search, on the pairs of a sample of documents."""
+    """Approximate or partitioned mode's recall against the exact search, on the pairs of a sample of documents."""
 
     sample: int        # documents sampled
     exact_pairs: int   # pairs >= threshold that involve a sampled document (exact search)
@@ -112,32 +118,59 @@ class DedupeResult:
     encode_seconds: float = 0.0
     mine_seconds: float = 0.0
     recall: Recall | None = None
-    search: str = ""  # how the pairs were searched (precision and chunk size, or the IVF settings)
+    search: str = ""  # how the pairs were searched (precision and chunk size, IVF or partition settings)
+    engine: Engine = Engine.LOCAL
 
 
 # ----------------------------------------------------------------------------------------------- entry point
 def dedupe(corpus: str | os.PathLike | None = None, index: str | os.PathLike | None = None, *,
+           embeddings: str | os.PathLike | None = None,
            threshold: float = DEFAULT_THRESHOLD, top_k: int | None = None, keep: Keep | str = Keep.FIRST,
            mode: Mode | str = Mode.EXACT, model: str | None = None, format: str | None = None,
            text_field: str = "text", id_field: str | None = "id", batch_size: int = 32,
            chunk_size: int | None = None, device: str | None = None, sample: int = 1000,
+           partitions: int | None = None, spill: int | None = None, engine: Engine | str = Engine.LOCAL,
+           address: str | None = None, workers: int | None = None, gpus_per_worker: float = 0,
            progress: bool = False, passages: bool = False) -> DedupeResult:
     """Mine ``corpus`` (embedded first) or, without one, ``index`` (its stored vectors) for near-duplicates.
 
+    ``embeddings`` (a ``.npy`` or Parquet file, :mod:`semsearch.embeddings_file`) gives precomputed vectors:
+    alone, its rows are the documents (ids from Parquet, else row numbers); with ``corpus``, they are the
+    records' vectors (``.npy``: row i is record i; Parquet: matched by id) and no model is loaded.
     Pairs with cosine >= ``threshold`` are grouped into clusters (connected components); each cluster
     keeps one document (``keep``: the first, or the longest text) and drops the others.
-    ``progress`` shows bars on stderr. An index whose long documents are in passages is mined by document (two
-    documents score as their most similar passages), or with ``passages`` passage by passage (ids
-    ``ID#N`` for passage N of a document of several).
+    ``mode="partitioned"`` mines within ``partitions`` k-means cells with a ``spill`` (see
+    :mod:`semsearch.partitioned`). ``engine="ray"`` encodes a corpus and mines on a Ray cluster (``address``,
+    default: a local one) with ``workers`` encoding actors (``gpus_per_worker`` each); the result is the
+    same. ``progress`` shows bars on stderr. An index whose long documents are in passages is mined by
+    document (two documents score as their most similar passages), or with ``passages`` passage by passage
+    (ids ``ID#N`` for passage N of a document of several).
     """
     threshold = check_threshold(threshold)
     keep, mode = choice(Keep, keep, "keep rule"), choice(Mode, mode, "mode")
-    if corpus is not None and index is not None:
-        raise SemsearchError("give a corpus file or an index, not both")
+    engine = choice(Engine, engine, "engine")
+    if index is not None and (corpus is not None or embeddings is not None):
+        raise SemsearchError("give a corpus file (and/or an embeddings file) or an index, not both")
+    if passages and index is None:
+        raise SemsearchError("passages are those of an index: dedupe --passages needs --index")
+    if engine is Engine.RAY:
+        from .distributed import connect
+
+        connect(address)
     owners = None
-    if corpus is not None:
-        if passages:
-            raise SemsearchError("passages are those of an index: dedupe --passages needs --index")
+    if embeddings is not None:
+        documents, vectors, source = embeddings_vectors(embeddings, corpus, format=format, text_field=text_field,
+                                                        id_field=id_field)
+        encode_seconds = 0.0
+    elif corpus is not None and engine is Engine.RAY:
+        from .distributed import embed_corpus
+
+        documents, vectors, encode_seconds, source = embed_corpus(
+            corpus, model=model, format=format, text_field=text_field, id_field=id_field,
+            batch_size=batch_size, workers=workers, gpus_per_worker=gpus_per_worker)
+    elif corpus is not None:
+        if Path(str(corpus)).suffix.lower() in (".parquet", ".pq"):
+            raise InputError(corpus, "a Parquet corpus is read with --engine ray (or convert it to JSONL)")
         documents, vectors, encode_seconds, source = corpus_vectors(
             corpus, model=model, format=format, text_field=text_field, id_field=id_field,
             batch_size=batch_size, device=device, progress=progress)
@@ -145,7 +178,8 @@ def dedupe(corpus: str | os.PathLike | None = None, index: str | os.PathLike | N
         documents, vectors, source, owners = index_vectors(index, passages=passages)
         encode_seconds = 0.0
     result = dedupe_vectors(vectors, documents, threshold=threshold, top_k=top_k, keep=keep, mode=mode,
-                            chunk_size=chunk_size, device=device, sample=sample, progress=progress, owners=owners)
+                            chunk_size=chunk_size, device=device, sample=sample, partitions=partitions,
+                            spill=spill, engine=engine, progress=progress, owners=owners)
     result.source, result.encode_seconds = source, encode_seconds
     return result
 
@@ -211,13 +245,44 @@ def corpus_vectors(corpus: str | os.PathLike, *, model: str | None = None, forma
     return documents, vectors, time.perf_counter() - started, source
 
 
+def embeddings_vectors(embeddings: str | os.PathLike, corpus: str | os.PathLike | None = None, *,
+                       format: str | None = None, text_field: str = "text",
+                       id_field: str | None = "id") -> tuple[list[Document], np.ndarray, str]:
+    """Documents and vectors from a precomputed embeddings file, with the corpus they belong to if given."""
+    from .embeddings_file import read_embeddings
+
+    if corpus is None:
+        emb = read_embeddings(embeddings)
+        ids = emb.ids if emb.ids is not None else [str(i) for i in range(1, len(emb) + 1)]
+        return [Document(i, doc_id, "") for i, doc_id in enumerate(ids)], emb.vectors, str(embeddings)
+    from .corpus import STDIN, read_records
+
+    source = "<stdin>" if str(corpus) == STDIN else str(corpus)
+    records = list(read_records(corpus, format=format, text_field=text_field, id_field=id_field))
+    if not records:
+        raise InputError(source, "no records: the file is empty")
+    emb = read_embeddings(embeddings, count=len(records))
+    vectors = emb.vectors
+    if emb.ids is not None:
+        row = {doc_id: i for i, doc_id in enumerate(emb.ids)}
+        missing = next((r for r in records if r.id not in row), None)
+        if missing is not None:
+            raise InputError(embeddings, f"no row for id {missing.id!r} ({source} line {missing.line})")
+        vectors = vectors[np.array([row[r.id] for r in records], dtype=np.int64)]
+    return [Document(i, r.id, r.text, r.line) for i, r in enumerate(records)], vectors, source
+
+
 def dedupe_vectors(vectors: np.ndarray, documents: Sequence[Document], *, threshold: float = DEFAULT_THRESHOLD,
                    top_k: int | None = None, keep: Keep | str = Keep.FIRST, mode: Mode | str = Mode.EXACT,
                    chunk_size: int | None = None, device: str | None = None, sample: int = 1000,
+                   partitions: int | None = None, spill: int | None = None, engine: Engine | str = Engine.LOCAL,
                    progress: bool = False, source: str = "", owners: np.ndarray | None = None) -> DedupeResult:
     """Mine ``vectors`` (row ``i`` belongs to ``documents[i]``, or with ``owners`` to ``documents[owners[i]]``:
     documents of several vectors, scored by their best pair) and turn the pairs into clusters and a plan."""
     keep, mode = choice(Keep, keep, "keep rule"), choice(Mode, mode, "mode")
+    engine = choice(Engine, engine, "engine")
+    if mode is not Mode.PARTITIONED and (partitions is not None or spill is not None):
+        raise SemsearchError("partitions and spill apply to the partitioned mode")
     if owners is None and len(vectors) != len(documents):
         raise SemsearchError(f"{len(vectors)} vectors for {len(documents)} documents")
     import torch  # noqa: F401  (imported before the clock starts: its import is not mining time)
@@ -225,14 +290,25 @@ def dedupe_vectors(vectors: np.ndarray, documents: Sequence[Document], *, thresh
     started = time.perf_counter()
     recall = None
     vector_top_k = top_k if owners is None else None  # passages: every pair, top k applies to the documents
-    with _bar(len(vectors), progress) as bar:
+    with _bar(len(vectors), progress, exhaustive=mode is not Mode.PARTITIONED) as bar:
         if len(vectors) < 2:
             pairs = mine_pairs(vectors, threshold, top_k=vector_top_k, chunk_size=chunk_size, device=device)
             search = "fewer than two documents: nothing to compare"
+        elif mode is Mode.EXACT and engine is Engine.RAY:
+            from .distributed import mine_pairs_ray
+
+            pairs = mine_pairs_ray(vectors, threshold, top_k=vector_top_k, chunk_size=chunk_size)
+            search = f"exact, Ray tasks over row-block pairs, {pairs.dtype} blocks of {pairs.chunk_size}, " \
+                     "float64 re-scoring"
         elif mode is Mode.EXACT:
             pairs = mine_pairs(vectors, threshold, top_k=vector_top_k, chunk_size=chunk_size, device=device,
                                progress=bar.update)
             search = f"exact, {pairs.dtype} search in blocks of {pairs.chunk_size}, float64 re-scoring"
+        elif mode is Mode.PARTITIONED:
+            pairs, recall, search = _partitioned(vectors, threshold, top_k=vector_top_k, partitions=partitions,
+                                                 spill=spill,
+                                                 sample=sample, chunk_size=chunk_size, device=device, engine=engine,
+                                                 progress=bar.update)
         else:
             pairs, recall, search = mine_approximate(vectors, threshold, top_k=vector_top_k, sample=sample,
                                                      progress=bar.update)
@@ -257,16 +333,40 @@ def dedupe_vectors(vectors: np.ndarray, documents: Sequence[Document], *, thresh
         kept=[docs[i] for i in plan.kept.tolist()],
         dropped=[Dropped(docs[i], docs[r], s) for i, r, s in
                  zip(plan.dropped.tolist(), plan.duplicate_of.tolist(), plan.scores.tolist())],
-        mine_seconds=mine_seconds, recall=recall, search=search)
+        mine_seconds=mine_seconds, recall=recall, search=search, engine=engine)
 
 
-def _bar(n: int, enabled: bool):
+def _partitioned(vectors: np.ndarray, threshold: float, *, top_k: int | None, partitions: int | None,
+                 spill: int | None, sample: int, chunk_size: int | None, device: str | None, engine: Engine,
+                 progress: Callable[[int], None] | None) -> tuple[Pairs, Recall, str]:
+    """Partitioned mining (locally or on Ray), its recall on a sample, then the top-k cap if any."""
+    if sample < 1:
+        raise SemsearchError(f"the recall sample must hold at least 1 document, got {sample}")
+    if engine is Engine.RAY:
+        from .distributed import mine_partitioned_ray as mine
+    else:
+        from .partitioned import mine_partitioned as mine
+    found, cells = mine(vectors, threshold, partitions=partitions, spill=spill, chunk_size=chunk_size,
+                        device=device, progress=progress)
+    recall = _recall(np.asarray(vectors, dtype=np.float32), found.left, found.right, threshold, sample, seed=0)
+    if top_k is not None:
+        from .partitioned import ordered_pairs
+
+        keep = select_top_k(found.left, found.right, found.scores, top_k)
+        found = ordered_pairs(found.left[keep], found.right[keep], found.scores[keep], threshold, found.n,
+                              found.candidates, top_k)
+    where = ", on Ray tasks" if engine is Engine.RAY else ""
+    return found, recall, f"{cells.describe(len(vectors))}{where}, float64 re-scoring"
+
+
+def _bar(n: int, enabled: bool, exhaustive: bool = True):
     import sys
 
     from tqdm.auto import tqdm
 
-    return tqdm(total=n * (n - 1) // 2 if n > 1 else 0, unit="pair", unit_scale=True, desc="mining",
-                disable=not enabled, leave=False, file=sys.stderr)
+    total = (n * (n - 1) // 2 if n > 1 else 0) if exhaustive else None  # partitioned: not known ahead
+    return tqdm(total=total, unit="pair", unit_scale=True, desc="mining", disable=not enabled, leave=False,
+                file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------- approximate
@@ -457,6 +557,6 @@ def view_fields(view: View | str, lines: bool) -> list[str]:
     return ["id", "action", "duplicate_of", "score"] + (["line"] if lines else [])
 
 
-__all__ = ["Mode", "View", "Document", "DuplicatePair", "Cluster", "ClusterMember", "Dropped", "Recall",
-           "DedupeResult", "dedupe", "dedupe_vectors", "index_vectors", "corpus_vectors", "mine_approximate",
-           "mine_rows", "result_rows", "write_rows", "out_format", "OUT_FORMATS", "view_fields"]
+__all__ = ["Mode", "Engine", "View", "Document", "DuplicatePair", "Cluster", "ClusterMember", "Dropped", "Recall",
+           "DedupeResult", "dedupe", "dedupe_vectors", "index_vectors", "corpus_vectors", "embeddings_vectors",
+           "mine_approximate", "mine_rows", "result_rows", "write_rows", "out_format", "OUT_FORMATS", "view_fields"]

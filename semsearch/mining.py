@@ -234,7 +234,8 @@ _DEVICE_PATH_ON_CPU = False  # tests set it to run the CUDA code path (torch ope
 # ----------------------------------------------------------------------------------------------- mining
 def mine_pairs(embeddings, threshold: float = DEFAULT_THRESHOLD, *, top_k: int | None = None,
                chunk_size: int | None = None, device: str | None = None, dtype: str | None = None,
-               progress: Callable[[int], None] | None = None, max_pairs: int | None = None) -> Pairs:
+               progress: Callable[[int], None] | None = None, max_pairs: int | None = None,
+               split: int | None = None) -> Pairs:
     """Every pair of rows of ``embeddings`` whose cosine similarity is >= ``threshold``.
 
     Args:
@@ -249,6 +250,8 @@ def mine_pairs(embeddings, threshold: float = DEFAULT_THRESHOLD, *, top_k: int |
         progress: called with the number of pairs compared after each block (they sum to n(n−1)/2).
         max_pairs: refuse (raise) rather than exceed this many pairs; default from free memory. This is
             a guard against running out of memory, never a silent cap.
+        split: only the pairs ``(i, j)`` with ``i < split <= j``: two blocks stacked, mined against each
+            other and not within themselves (distributed block-pair mining).
     """
     import torch
 
@@ -259,9 +262,11 @@ def mine_pairs(embeddings, threshold: float = DEFAULT_THRESHOLD, *, top_k: int |
         raise SemsearchError(f"dtype must be one of {', '.join(_UNIT_ROUNDOFF)}, got {dtype!r}")
     matrix = _as_matrix(embeddings)
     n = len(matrix)
+    if split is not None and not 0 <= split <= n:
+        raise SemsearchError(f"split must lie between 0 and {n}, got {split}")
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     empty = np.zeros(0, dtype=np.int64)
-    if n < 2:
+    if n < 2 or split in (0, n):
         return Pairs(empty, empty, np.zeros(0), threshold, n, top_k, 0, dtype or "float32", chunk_size or n)
     if dtype is None:  # small inputs: float32 is instant, skip the probe
         dtype = "float32" if n < 2048 and torch_device.type == "cpu" else _fast_dtype(torch_device)
@@ -277,11 +282,11 @@ def mine_pairs(embeddings, threshold: float = DEFAULT_THRESHOLD, *, top_k: int |
     try:
         with torch.inference_mode():
             try:
-                miner = _run(matrix, threshold, top_k, chunk, torch_device, dtype, max_pairs, progress)
+                miner = _run(matrix, threshold, top_k, chunk, torch_device, dtype, max_pairs, progress, split=split)
             except _MarginExceeded:  # this backend rounds worse than assumed: search in float32 instead
                 dtype = "float32"
                 miner = _run(matrix, threshold, top_k, chunk, torch_device, dtype, max_pairs, progress,
-                             check=False)
+                             check=False, split=split)
     finally:
         if previous is not None:
             torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = previous
@@ -293,17 +298,36 @@ class _MarginExceeded(Exception):
     pass
 
 
-def _run(matrix, threshold, top_k, chunk, device, dtype, max_pairs, progress, check=True) -> "_BlockMiner":
+def _run(matrix, threshold, top_k, chunk, device, dtype, max_pairs, progress, check=True,
+         split: int | None = None) -> "_BlockMiner":
     miner = _BlockMiner(matrix, threshold, top_k, chunk, device, dtype, max_pairs)
     miner.checked = not check
     n = len(matrix)
-    for start in range(0, n, chunk):
-        for column in range(start, n, chunk):
-            compared = miner.block(start, column)
+    row_stop = n if split is None else split
+    for start in range(0, row_stop, chunk):
+        for column in range(start if split is None else split, n, chunk):
+            compared = miner.block(start, column, row_stop)
             if progress is not None:
                 progress(compared)
         miner.maybe_prune()
     return miner
+
+
+_LOWER: dict[str, "torch.Tensor"] = {}
+
+
+def _lower_triangle(r: int, device: "torch.device") -> "torch.Tensor":
+    """An ``r × r`` (or larger) mask of the diagonal and below; kept for the next run when small (16 MB at
+    most): many runs on small matrices (partitioned mining, one per cell) would otherwise rebuild it each time."""
+    import torch
+
+    mask = _LOWER.get(str(device))
+    if mask is not None and mask.shape[0] >= r:
+        return mask
+    mask = torch.ones(r, r, dtype=torch.bool, device=device).tril_()
+    if r <= _CPU_BLOCK_CAP:
+        _LOWER[str(device)] = mask
+    return mask
 
 
 class _BlockMiner:
@@ -348,16 +372,18 @@ class _BlockMiner:
         self.prune_at = max(1 << 20, 4 * self.n * top_k) if top_k else None
         self.checked = False
 
-    def block(self, start: int, column: int) -> int:
-        """Search rows [start, start+chunk) against columns [column, column+chunk); returns pairs compared."""
+    def block(self, start: int, column: int, row_stop: int | None = None) -> int:
+        """Search rows [start, start+chunk) (not past ``row_stop``) against columns [column, column+chunk);
+        returns pairs compared."""
         import torch
 
-        scores = self.low[start:start + self.chunk] @ self.low[column:column + self.chunk].T
+        rows = slice(start, start + self.chunk if row_stop is None else min(start + self.chunk, row_stop))
+        scores = self.low[rows] @ self.low[column:column + self.chunk].T
         r, c = scores.shape
         diagonal = column == start
         if diagonal:  # only j > i: blank the diagonal and below
             if self.lower is None or self.lower.shape[0] < r:
-                self.lower = torch.ones(r, r, dtype=torch.bool, device=self.device).tril_()
+                self.lower = _lower_triangle(r, self.device)
             scores.masked_fill_(self.lower[:r, :c], float("-inf"))
         if not self.checked:
             self._check_rounding(scores, start, column)

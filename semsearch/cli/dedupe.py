@@ -26,6 +26,26 @@ from .render import clip, json_line, one_line, text_room
 @click.option("--json", "as_json", is_flag=True, help="JSON lines on stdout: one object per row.")
 @click.option("--approximate", is_flag=True,
               help="IVF range search instead of the exhaustive one; prints its recall on a sample.")
+@click.option("--partitioned", is_flag=True,
+              help="Exact search within k-means cells, documents near a border joining the next cells too: "
+                   "far less work than all pairs on large inputs; prints its recall on a sample.")
+@click.option("--partitions", type=click.IntRange(1), default=None, metavar="C",
+              help="--partitioned: k-means cells. [default: from the number of documents]")
+@click.option("--spill", type=click.IntRange(1), default=None, metavar="S",
+              help="--partitioned: most cells one document joins. [default: 3]")
+@click.option("--embeddings", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Precomputed vectors, no model: a .npy matrix or Parquet with 'id' and 'embedding' columns. "
+                   "Alone, its rows are the documents; with CORPUS, row i (Parquet: the row with the record's id) "
+                   "is that record's vector.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: embed CORPUS on Ray actors and mine as Ray tasks (pip install 'semsearch[ray]'); "
+                   "the output is the same.")
+@click.option("--address", default=None, metavar="ADDR",
+              help="--engine ray: the cluster to join. [default: $RAY_ADDRESS, else a local one]")
+@click.option("--workers", type=click.IntRange(1), default=None, metavar="N",
+              help="--engine ray: encoding actors, each loading the model once. [default: one per 2 CPUs]")
+@click.option("--gpus-per-worker", type=click.FloatRange(0), default=0, metavar="G",
+              help="--engine ray: GPUs each encoding actor takes (1: one GPU each). [default: 0, CPU]")
 @click.option("--chunk-size", type=click.IntRange(1), default=None,
               help="Rows per block of the exhaustive search. [default: from free memory]")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "tsv", "text"]), default=None,
@@ -38,12 +58,13 @@ from .render import clip, json_line, one_line, text_room
                    "scores as its most similar passage).")
 @backend_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_json, approximate, chunk_size,
-               fmt, text_field, id_field, batch_size, passages, quiet) -> None:
+def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_json, approximate, partitioned,
+               partitions, spill, embeddings, engine, address, workers, gpus_per_worker, chunk_size, fmt,
+               text_field, id_field, batch_size, passages, quiet) -> None:
     """Find near-duplicate documents: every pair with cosine >= the threshold, grouped into clusters.
 
-    Mines CORPUS (embedded first, same formats as `index`) or, without one, the stored vectors of
-    --index (nothing is re-encoded).
+    Mines CORPUS (embedded first, same formats as `index`), the vectors of --embeddings FILE, or, without
+    either, the stored vectors of --index (nothing is re-encoded).
     """
     from ..dedupe import View, dedupe, out_format, result_rows, view_fields, write_rows
     from ..errors import InputError
@@ -55,16 +76,31 @@ def dedupe_cmd(corpus, index, model, threshold, top_k, clusters, keep, out, as_j
         raise click.UsageError("--model applies to a CORPUS; an index is mined from its stored vectors")
     if corpus is not None and passages:
         raise click.UsageError("--passages applies to an --index (its stored passages); a CORPUS is mined whole")
+    if embeddings is not None and index is not None:
+        raise click.UsageError("--embeddings gives the vectors; drop --index (or --embeddings)")
+    if embeddings is not None and model is not None:
+        raise click.UsageError("--embeddings gives the vectors, so no model is used; drop --model")
+    if approximate and partitioned:
+        raise click.UsageError("choose --approximate or --partitioned, not both")
+    if not partitioned and (partitions is not None or spill is not None):
+        raise click.UsageError("--partitions and --spill apply with --partitioned")
+    if engine != "ray" and (address is not None or workers is not None or gpus_per_worker):
+        raise click.UsageError("--address, --workers and --gpus-per-worker apply with --engine ray")
+    if engine == "ray" and approximate:
+        raise click.UsageError("--engine ray mines exactly or --partitioned; drop --approximate")
     if out is not None:
         try:
             out_format(out)
         except InputError as exc:
             raise click.BadParameter(str(exc), param_hint="--out") from None
     view = View.CLUSTERS if clusters else View.PLAN if keep else View.PAIRS
-    result = dedupe(corpus, index, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, top_k=top_k,
-                    keep=keep or "first", mode="approximate" if approximate else "exact", model=model,
-                    format=fmt, text_field=text_field, id_field=id_field, batch_size=batch_size,
-                    chunk_size=chunk_size, progress=not quiet and sys.stderr.isatty(), passages=passages)
+    mode = "approximate" if approximate else "partitioned" if partitioned else "exact"
+    result = dedupe(corpus, index, embeddings=embeddings,
+                    threshold=DEFAULT_THRESHOLD if threshold is None else threshold, top_k=top_k,
+                    keep=keep or "first", mode=mode, model=model, format=fmt, text_field=text_field,
+                    id_field=id_field, batch_size=batch_size, chunk_size=chunk_size, partitions=partitions,
+                    spill=spill, engine=engine, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                    progress=not quiet and sys.stderr.isatty(), passages=passages)
     rows = result_rows(result, view)
     if out is not None:
         write_rows(out, rows, view_fields(view, lines=corpus is not None))
@@ -130,7 +166,7 @@ def _dedupe_summary(result, out, rows: int) -> None:
                + f" ({seconds}; {result.search})", err=True)
     if result.recall is not None:
         r = result.recall
-        click.echo(f"approximate recall: {r.value:.3f} against the exact search on {r.sample:,} sampled documents "
-                   f"({r.found:,} of their {r.exact_pairs:,} pairs found)", err=True)
+        click.echo(f"{result.mode.value} recall: {r.value:.3f} against the exact search on {r.sample:,} sampled "
+                   f"documents ({r.found:,} of their {r.exact_pairs:,} pairs found)", err=True)
     if out is not None:
         click.echo(f"wrote {rows:,} rows to {out}", err=True)

@@ -38,10 +38,19 @@ from ._options import (COSINE, POOLING_CHOICE, Finite, backend_option, chunk_opt
               help="DIR: index the files matching PATTERN (repeatable; a pattern with / matches the relative path). "
                    "[default: *.txt *.md *.markdown *.rst *.html *.htm]")
 @click.option("--sync", is_flag=True, help="DIR: also delete the documents of files that are gone from DIR.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: read and embed on a Ray cluster (actors load the model once); the same index comes out. "
+                   "Needs: pip install 'semsearch[ray]'")
+@click.option("--address", default=None, metavar="ADDR",
+              help="--engine ray: the cluster. [default: $RAY_ADDRESS, else a local one]")
+@click.option("--workers", type=click.IntRange(1), default=None, metavar="N", help="--engine ray: encoding actors.")
+@click.option("--gpus-per-worker", type=click.FloatRange(0), default=0, metavar="G",
+              help="--engine ray: GPUs per encoding actor.")
 @backend_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def index_cmd(corpus, index, model, pooling, fmt, text_field, id_field, batch_size, skip_invalid, index_type,
-              precision, embeddings, force, chunk_tokens, chunk_overlap, no_chunk, globs, sync, quiet) -> None:
+              precision, embeddings, force, chunk_tokens, chunk_overlap, no_chunk, globs, sync, engine, address,
+              workers, gpus_per_worker, quiet) -> None:
     """Embed CORPUS (JSONL, CSV/TSV with a header, text lines, or - for stdin) or the files of DIR into an index.
 
     Texts longer than the model's max length are embedded as overlapping passages (see --chunk-tokens).
@@ -59,6 +68,21 @@ def index_cmd(corpus, index, model, pooling, fmt, text_field, id_field, batch_si
         return
     if globs or sync:
         raise click.UsageError("--glob and --sync apply to a folder (DIR); CORPUS is a file")
+    if engine == "ray":
+        if pooling is not None or embeddings is not None or chunk_tokens is not None or no_chunk:
+            raise click.UsageError("--engine ray embeds with the model's own pooling and truncation; drop --pooling, "
+                                   "--embeddings and the chunk options")
+        from ..distributed import index_corpus_ray
+
+        with _bar(corpus, quiet) as bar:
+            report = index_corpus_ray(corpus, index, model=model, format=fmt, text_field=text_field,
+                                      id_field=id_field, batch_size=batch_size, skip_invalid=skip_invalid,
+                                      index_type=index_type, precision=precision, force=force, address=address,
+                                      workers=workers, gpus_per_worker=gpus_per_worker, progress=bar.update)
+        _report_add(index_path(index), report)
+        return
+    if address is not None or workers is not None or gpus_per_worker:
+        raise click.UsageError("--address, --workers and --gpus-per-worker apply with --engine ray")
 
     if precision == "bf16":
         from ..encoder import bf16_is_fast, default_device

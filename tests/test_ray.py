@@ -1,0 +1,159 @@
+"""The Ray engine on a local two-CPU cluster started here: same index, same pairs, a dying worker.
+
+Ray is heavy to start (seconds), so these tests are few and share one cluster; they run in CI
+(``-m "not ray"`` deselects them). A tiny random BERT keeps the encoding quick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from semsearch.api import index_corpus
+from semsearch.cli import main
+from semsearch.dedupe import index_vectors
+from semsearch.distributed import CRASH_FILE_ENV, index_corpus_ray
+from semsearch.errors import SemsearchError
+from semsearch.index import Index
+
+WORDS = ("cat dog flute man plays markets fell sharply monday river garden sun warm quiet loud music stock "
+         "price north wind rain").split()
+
+
+def write_corpus(path, n: int = 200) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        text = " ".join(rng.choice(WORDS, size=int(rng.integers(3, 12))))
+        if i % 25 == 7:
+            text = "A man is playing a flute."  # identical texts: pairs with score 1
+        rows.append({"id": f"d{i}", "text": text, "n": i, "lang": "en" if i % 3 else "de"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A local Ray cluster (2 CPUs) for the module; its workers see the crash-file variable."""
+    ray = pytest.importorskip("ray", reason="the ray extra (pip install 'semsearch[ray]') is part of the test extra")
+    crash = tmp_path_factory.mktemp("ray") / "crash"
+    os.environ[CRASH_FILE_ENV] = str(crash)  # before ray.init: the workers inherit it
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield crash
+    finally:
+        ray.shutdown()
+        os.environ.pop(CRASH_FILE_ENV, None)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    rows = write_corpus(folder / "corpus.jsonl")
+    (folder / "parts").mkdir()  # the same records as a folder of Parquet files, read in name order
+    pq.write_table(pa.Table.from_pylist(rows[:120]), folder / "parts" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[120:]), folder / "parts" / "part-1.parquet")
+    return folder
+
+
+@pytest.fixture
+def local_index(data, tiny_model_dir, index_home):
+    index_corpus(data / "corpus.jsonl", "local", model=str(tiny_model_dir))
+    return "local"
+
+
+def assert_same_index(got: str, want: str, queries: list[str]) -> None:
+    got_docs, got_vectors, _ = index_vectors(got)
+    want_docs, want_vectors, _ = index_vectors(want)
+    assert [(d.id, d.text) for d in got_docs] == [(d.id, d.text) for d in want_docs]
+    assert np.abs(got_vectors - want_vectors).max() <= 1e-5
+    with Index.open(got) as a, Index.open(want) as b:
+        for hits_a, hits_b in zip(a.search(queries, k=10), b.search(queries, k=10)):
+            assert [h.id for h in hits_a] == [h.id for h in hits_b]
+            assert [h.meta for h in hits_a] == [h.meta for h in hits_b]
+            assert np.allclose([h.score for h in hits_a], [h.score for h in hits_b], atol=1e-5)
+
+
+def run(*args, code: int = 0):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    return result
+
+
+def pair_rows(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+# ------------------------------------------------------------------------------------------------ no ray
+def test_engine_ray_without_ray_says_how_to_get_it(data, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    result = run("dedupe", data / "corpus.jsonl", "--engine", "ray", code=1)
+    assert result.output == "Error: --engine ray needs Ray, which is not installed: pip install 'semsearch[ray]'\n"
+
+
+# ------------------------------------------------------------------------------------------------ index
+@pytest.mark.ray
+def test_index_on_ray_equals_the_local_index(cluster, data, tiny_model_dir, local_index):
+    queries = [json.loads(line)["text"] for line in (data / "corpus.jsonl").read_text().splitlines()]
+    report = index_corpus_ray(data / "corpus.jsonl", "on-ray", model=str(tiny_model_dir), workers=2,
+                              rows_per_batch=16, rows_per_segment=64)
+    assert (report.read, report.added) == (200, 200)
+    assert_same_index("on-ray", local_index, queries)
+    # a folder of Parquet files: the same records, hence the same index
+    index_corpus_ray(data / "parts", "from-parquet", model=str(tiny_model_dir), workers=2, rows_per_batch=64)
+    assert_same_index("from-parquet", local_index, queries[:20])
+
+
+@pytest.mark.ray
+def test_a_killed_worker_is_retried_and_the_index_is_the_same(cluster, data, tiny_model_dir, local_index):
+    cluster.write_text("once")  # the first actor to take a batch dies with it
+    index_corpus_ray(data / "corpus.jsonl", "survived", model=str(tiny_model_dir), workers=2, rows_per_batch=16)
+    assert not cluster.exists()  # the crash did happen
+    assert_same_index("survived", local_index, [])
+
+
+@pytest.mark.ray
+def test_workers_that_keep_dying_fail_the_run_and_leave_the_index(cluster, data, tiny_model_dir, index_home):
+    first = data / "first.jsonl"
+    first.write_text("".join((data / "corpus.jsonl").read_text().splitlines(keepends=True)[:50]))
+    index_corpus(first, "kept", model=str(tiny_model_dir))
+    before = {p.name: p.read_bytes() for p in (index_home / "kept").iterdir() if p.is_file() and p.name != ".lock"}
+    cluster.write_text("always")
+    try:
+        with pytest.raises(SemsearchError, match="the Ray run failed, nothing was written"):
+            index_corpus_ray(data / "corpus.jsonl", "kept", workers=2, rows_per_batch=16)
+    finally:
+        cluster.unlink(missing_ok=True)
+    after = {p.name: p.read_bytes() for p in (index_home / "kept").iterdir() if p.is_file() and p.name != ".lock"}
+    assert after == before
+    with Index.open("kept") as index:
+        assert len(index) == 50
+
+
+# ------------------------------------------------------------------------------------------------ dedupe
+@pytest.mark.ray
+def test_dedupe_on_ray_returns_the_local_exact_pairs(cluster, data, tiny_model_dir, local_index):
+    # mining the same stored vectors: the output is identical, byte for byte, exact and partitioned
+    for mode in ([], ["--partitioned", "--partitions", "3"]):
+        local = run("dedupe", "--index", local_index, "-t", "0.9", "--json", *mode)
+        on_ray = run("dedupe", "--index", local_index, "-t", "0.9", "--json", "--engine", "ray", *mode)
+        assert on_ray.stdout == local.stdout and len(pair_rows(local.stdout)) > 50
+    # a corpus embedded on the actors: the same pairs (vectors agree to ~1e-7, so scores to 1e-6)
+    _, vectors, _ = index_vectors(local_index)
+    scores = np.sort((vectors @ vectors.T)[np.triu_indices(len(vectors), 1)])
+    gaps = np.diff(scores)
+    top = np.flatnonzero(scores[:-1] > 0.9)
+    threshold = float((scores[top[np.argmax(gaps[top])]] + scores[top[np.argmax(gaps[top])] + 1]) / 2)
+    local = pair_rows(run("dedupe", data / "corpus.jsonl", "-m", tiny_model_dir, "-t", threshold, "--json").stdout)
+    on_ray = pair_rows(run("dedupe", data / "corpus.jsonl", "-m", tiny_model_dir, "-t", threshold, "--json",
+                           "--engine", "ray", "--workers", "2").stdout)
+    assert [(r["id_a"], r["id_b"], r["line_a"]) for r in on_ray] == [(r["id_a"], r["id_b"], r["line_a"]) for r in local]
+    assert np.allclose([r["score"] for r in on_ray], [r["score"] for r in local], atol=1e-6)
+    assert sum(r["score"] == 1.0 for r in on_ray) == 28  # 8 identical texts: 8·7/2 pairs of exactly 1
