@@ -101,8 +101,8 @@ def measure(path: Path, n: int, workers: int, cpus: int) -> dict:
         out["ray_s"] = time.perf_counter() - started
         assert report.added == n, report
         print(f"ray: {out['ray_s']:.1f} s ({n / out['ray_s']:.0f} docs/s)", file=sys.stderr)
-        local_docs, local_vectors, _ = index_vectors("local")
-        ray_docs, ray_vectors, _ = index_vectors("on-ray")
+        local_docs, local_vectors, _, _ = index_vectors("local")
+        ray_docs, ray_vectors, _, _ = index_vectors("on-ray")
         out["same_ids"] = [d.id for d in local_docs] == [d.id for d in ray_docs]
         out["max_vector_diff"] = float(np.abs(local_vectors - ray_vectors).max())
 

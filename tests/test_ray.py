@@ -70,8 +70,9 @@ def local_index(data, tiny_model_dir, index_home):
 
 
 def assert_same_index(got: str, want: str, queries: list[str]) -> None:
-    got_docs, got_vectors, _ = index_vectors(got)
-    want_docs, want_vectors, _ = index_vectors(want)
+    got_docs, got_vectors, _, got_owners = index_vectors(got)
+    want_docs, want_vectors, _, want_owners = index_vectors(want)
+    assert got_owners is None and want_owners is None  # short texts: one vector per document
     assert [(d.id, d.text) for d in got_docs] == [(d.id, d.text) for d in want_docs]
     assert np.abs(got_vectors - want_vectors).max() <= 1e-5
     with Index.open(got) as a, Index.open(want) as b:
@@ -146,7 +147,7 @@ def test_dedupe_on_ray_returns_the_local_exact_pairs(cluster, data, tiny_model_d
         on_ray = run("dedupe", "--index", local_index, "-t", "0.9", "--json", "--engine", "ray", *mode)
         assert on_ray.stdout == local.stdout and len(pair_rows(local.stdout)) > 50
     # a corpus embedded on the actors: the same pairs (vectors agree to ~1e-7, so scores to 1e-6)
-    _, vectors, _ = index_vectors(local_index)
+    _, vectors, _, _ = index_vectors(local_index)
     scores = np.sort((vectors @ vectors.T)[np.triu_indices(len(vectors), 1)])
     gaps = np.diff(scores)
     top = np.flatnonzero(scores[:-1] > 0.9)
