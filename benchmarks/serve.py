@@ -139,12 +139,8 @@ def stored_vectors(index_folder: Path) -> tuple[list[str], list[str], np.ndarray
     from semsearch.index import Index
 
     with Index.open(index_folder) as index:
-        if hasattr(index, "stored_vectors"):
-            rowids, vectors = index.stored_vectors()
-            docs = index.fetch_rowids(rowids.tolist())
-        else:
-            rowids, vectors = index.vectors.vectors()
-            docs = index.store.fetch(rowids.tolist())
+        rowids, vectors = index.stored_vectors()  # short documents: one vector each, ids = row ids
+        docs = index.fetch_rowids(rowids.tolist())
         rows = [docs[r] for r in rowids.tolist()]
         return [d.id for d in rows], [d.text for d in rows], np.asarray(vectors, dtype=np.float32)
 

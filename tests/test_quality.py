@@ -88,11 +88,11 @@ def test_top10_equals_brute_force_on_10k_real_sentences(tmp_path, index_home, re
 
     with Index.open("stsb") as index:
         index.use_encoder(real_encoder)
-        rowids, stored = index.vectors.vectors()
+        rowids, stored = index.stored_vectors()
         # The stored vectors are the encoder's (checked on a sample), so brute force can run on them.
         sample = np.arange(0, len(docs), 97)
         np.testing.assert_allclose(stored[sample], real_encoder.encode([docs[i] for i in sample]), atol=1e-5)
-        found = index.store.fetch(rowids.tolist())
+        found = index.fetch_rowids(rowids.tolist())
         ids = [found[r].id for r in rowids.tolist()]
         results = index.search(queries, k=10)
     assert sorted(int(i) for i in ids) == list(range(len(docs)))

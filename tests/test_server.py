@@ -71,11 +71,8 @@ def error_of(response, status: int, field: str | None = "any") -> dict:
 def ids_of(index_path) -> set[str]:
     """Every stored document id, read through a fresh reader."""
     with Index.open(index_path) as index:
-        if hasattr(index, "stored_vectors"):  # after the storage rewrite
-            rowids, _ = index.stored_vectors()
-            return {doc.id for doc in index.fetch_rowids(rowids.tolist()).values()}
-        rowids, _ = index.vectors.vectors()
-        return {doc.id for doc in index.store.fetch(rowids.tolist()).values()}
+        rowids, _ = index.stored_vectors()
+        return {doc.id for doc in index.fetch_rowids(rowids.tolist()).values()}
 
 
 def generation(index_path) -> int:
