@@ -100,7 +100,8 @@ def run(args: list[str], env: dict, repeats: int = 1) -> tuple[float, str]:
     times, err = [], ""
     for _ in range(repeats):
         started = time.perf_counter()
-        done = subprocess.run(args, env=env, capture_output=True, text=True)
+        # cwd: outside any checkout, or `python -m semsearch` would import the tree it stands in, not PYTHONPATH's
+        done = subprocess.run(args, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
         times.append(time.perf_counter() - started)
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(map(str, args))} failed: {done.stderr.strip()[-800:]}")
@@ -115,6 +116,7 @@ def folder_bytes(path: Path) -> int:
 
 
 def semsearch(env_tree: Path | None) -> tuple[list[str], dict]:
+    """How to run one version's command line: this tree's, or the seed's from its worktree."""
     env = dict(os.environ)
     env["HF_HUB_OFFLINE"] = "1"
     if env_tree is not None:
@@ -158,6 +160,9 @@ def measure_case(label: str, kind: str, n: int, work: Path, before_tree: Path, r
     for version, tree in (("before", before_tree), ("after", None)):
         pristine, build = prepared(label, kind, n, version, before_tree)
         command, env = semsearch(tree)
+        code = subprocess.run([sys.executable, "-c", "import semsearch; print(semsearch.__file__)"], env=env,
+                              capture_output=True, text=True, cwd=tempfile.gettempdir()).stdout.strip()
+        assert code.startswith(str(tree or ROOT)), f"{version} runs {code}"  # the version meant, nothing else
         index = work / f"{label}-{version}"
         shutil.copytree(pristine, index)
         size = folder_bytes(index)
@@ -267,6 +272,17 @@ def main() -> None:
         out.write_text(report)
 
 
+NOTES = """
+Notes. *grown* is what a write leaves behind once committed. While it runs, the seed's write holds a full copy of
+the database and a rewritten vector file beside the old ones (the whole index again), so its peak disk use is
+twice the index; a segment write's peak is what it adds. Every process time above includes Python's start, the
+imports and, for `index`, loading the model (onnxruntime here; the seed imports torch): the cold query is the
+measure of that fixed cost, so a write "costs the change" when its time is within it. Every command runs from a
+temporary folder (inside the checkout `python -m semsearch` would import the checkout, not `PYTHONPATH`), and
+the script checks which code each version imports.
+"""
+
+
 def render(rows, segment_cost, load_before, load_after, big, small) -> str:
     def seconds(value):
         return "—" if value is None else f"{value:.2f} s"
@@ -306,6 +322,7 @@ def render(rows, segment_cost, load_before, load_after, big, small) -> str:
             f"= {after['write_s'] - after['query_s']:+.2f} s, delete − cold query = "
             f"{after['delete_s'] - after['query_s']:+.2f} s; disk for the write {before['write_bytes']:,} B → "
             f"{after['write_bytes']:,} B.")
+    lines += NOTES.strip("\n").splitlines()
     c = segment_cost
     lines += [
         "",
