@@ -105,7 +105,7 @@ def encode_cached(name: str, texts: list[str]) -> np.ndarray:
     from semsearch.encoder import Encoder
 
     print(f"embedding {len(texts):,} texts once ({name}, cached in {CACHE}) ...", file=sys.stderr)
-    vectors = Encoder.load(device="cpu").encode(texts, batch_size=64, show_progress=True)
+    vectors = Encoder.load(device="cpu", backend="auto").encode(texts, batch_size=64, show_progress=True)
     np.save(vectors_file, vectors)
     texts_file.write_text("\n".join(texts), encoding="utf-8")
     return vectors
