@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -32,12 +31,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _report import cpu_model, load_average, versions  # noqa: E402
 from semsearch.chunking import Chunker, Chunking, tokenizer_file  # noqa: E402
 from semsearch.metrics import RECALL_AT, retrieval_metrics  # noqa: E402
 from semsearch.retrieval import build_index, rank_with_index, read_beir  # noqa: E402
 
 CRANFIELD = ROOT.parent / "shared" / "data" / "cranfield"
 RESULTS = ROOT / "benchmarks" / "results" / "retrieval.md"
+RETRIEVAL_PACKAGES = ("torch", "tokenizers", "faiss-cpu", "numpy", "semsearch")
 SEED = 0
 LONG_TOKENS = 2000
 TUNE = 100  # the first queries, where alpha may be chosen; the rest are held out
@@ -58,33 +60,6 @@ class Built:
     bytes: int
     documents: int
     vectors: int
-
-
-def load_average() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def versions() -> str:
-    import sqlite3
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = [f"Python {platform.python_version()}"]
-    for package in ("torch", "tokenizers", "faiss-cpu", "numpy", "semsearch"):
-        try:
-            parts.append(f"{package} {version(package)}")
-        except PackageNotFoundError:
-            pass
-    return ", ".join(parts + [f"SQLite {sqlite3.sqlite_version}"])
 
 
 def folder_bytes(folder: Path) -> int:
@@ -237,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         f"- Run: {started}, `python benchmarks/retrieval.py`" + (" --quick (not a result)" if args.quick else ""),
         f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores; torch threads {torch.get_num_threads()}; CPU only",
         f"- Load average (1/5/15 min) before: {load_before}; after: {load_after}",
-        f"- {versions()}",
+        f"- {versions(RETRIEVAL_PACKAGES)}",
         f"- Model: all-MiniLM-L6-v2, the bundled copy ({spec.pooling.value} pooling, {spec.dimension}-d, max length "
         f"{spec.max_length} tokens); fp32; batch size 32",
         f"- Data: Cranfield in BEIR layout (`../shared/data/cranfield`), {len(corpus):,} abstracts (title + text), "
