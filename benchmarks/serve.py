@@ -172,6 +172,12 @@ class Server:
             time.sleep(0.1)
         raise SystemExit(f"server did not start; its log ({self.log}):\n{self.log.read_text(errors='replace')[-3000:]}")
 
+    def problems(self, limit: int = 5) -> list[str]:
+        """The first warning and error lines of its log (uvicorn's and semsearch's)."""
+        lines = self.log.read_text(errors="replace").splitlines()
+        return [line.strip()[:300] for line in lines
+                if re.search(r"\b(ERROR|WARNING|Traceback|Exception)\b|^(error|warning):", line)][:limit]
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -278,6 +284,15 @@ def chroma_request(port: int, collection: str, query_vectors: np.ndarray):
     return build, ok
 
 
+def describe(exc: BaseException, after: float) -> str:
+    """An exception and what caused it (httpx wraps the socket error), and how long the request had waited."""
+    parts, seen = [], exc
+    while seen is not None and len(parts) < 4:
+        parts.append(f"{type(seen).__name__}: {seen}".rstrip(": "))
+        seen = seen.__cause__ or seen.__context__
+    return " <- ".join(parts) + f" (after {after:.2f} s)"
+
+
 async def _drive(engine: str, request, queries: list[str], clients: int, stop: Callable[[], bool],
                  max_seconds: float) -> Run:
     import httpx
@@ -300,7 +315,7 @@ async def _drive(engine: str, request, queries: list[str], clients: int, stop: C
                     good = response.status_code == 200 and ok(response.json())
                     problem = f"HTTP {response.status_code}: {response.text[:200]}"
                 except Exception as exc:  # noqa: BLE001 - every failure counts as an error
-                    good, problem = False, f"{type(exc).__name__}: {exc}"
+                    good, problem = False, describe(exc, time.perf_counter() - sent)
                 if good:
                     run.latencies.append(time.perf_counter() - sent)
                 else:
@@ -411,7 +426,7 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 
 def render(args, quiet: list[Run], writes: list[WriteRun], load_before: str, load_after: str,
-           command: str) -> str:
+           command: str, server_problems: list[str]) -> str:
     lines = ["# Serving: `semsearch serve` under concurrent clients, beside Chroma's HTTP server", "",
              f"Command: `{command}`", "", "## Setup", "",
              f"- Machine: {cpu_model()}, {os.cpu_count()} cores; load average (1/5/15 min) before {load_before}, "
@@ -467,6 +482,8 @@ def render(args, quiet: list[Run], writes: list[WriteRun], load_before: str, loa
     examples = [e for r in quiet for e in r.error_examples] + [e for w in writes for e in w.run.error_examples]
     if examples:
         lines += ["", "First errors: " + "; ".join(f"`{e}`" for e in examples[:5])]
+    lines += ["", "semsearch server log, warnings and errors: "
+              + ("; ".join(f"`{p}`" for p in server_problems) if server_problems else "none.")]
     return "\n".join(lines) + "\n"
 
 
@@ -499,6 +516,7 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="semsearch-serve-bench-"))
     quiet: list[Run] = []
     writes: list[WriteRun] = []
+    server_problems: list[str] = []
     try:
         served = work / "index"
         shutil.copytree(cached, served)
@@ -512,6 +530,7 @@ def main(argv: list[str] | None = None) -> None:
                                                  args.max_write_seconds))
         finally:
             server.stop()
+            server_problems += server.problems()
         if not args.no_baseline:
             baseline_copy = work / "index-baseline"
             shutil.copytree(cached, baseline_copy)
@@ -534,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
                 chroma.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report = render(args, quiet, writes, load_before, load_average(), command)
+    report = render(args, quiet, writes, load_before, load_average(), command, server_problems)
     print(report)
     if out is not None:
         out.write_text(report, encoding="utf-8")

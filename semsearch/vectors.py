@@ -191,6 +191,32 @@ def _threads(count: int | None):
         faiss.omp_set_num_threads(before)
 
 
+#: A bound on |float32 inner product of two unit vectors − exact| for the dimensions we use (d·2⁻²⁴ for d = 384
+#: is 2.3e-5; summation in FAISS and BLAS is blocked, so far below it in practice).
+FLOAT32_DOT_ERROR = 3e-5
+_RESCORE_EXTRA = 8  # candidates beyond k re-scored exactly before a row may need a wider search
+
+
+@contextmanager
+def _one_pass(queries: int, dimension: int):
+    """Several queries against a flat index scored by one matrix product (BLAS), which reads the stored vectors
+    once for all of them. FAISS does so only from ``distance_compute_blas_threshold`` (queries x dimension
+    128,000: 333 queries of 384 dimensions) and below that reads every vector once per query, which leaves a
+    server's batches of 2-64 queries bound by memory. One query keeps FAISS's own path. The setting is FAISS's
+    global; it only chooses between two exact ways of computing the same inner products."""
+    import faiss
+
+    if queries < 2:
+        yield
+        return
+    before = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = min(before, 2 * dimension)
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
+
+
 def _mostly_cached(path: Path) -> bool:
     """Whether nine tenths of the file's pages are in the page cache (``mincore``); False when unknown."""
     import ctypes
@@ -584,8 +610,7 @@ class VectorStore:
 
         selector = self._selector(allowed, excluded)
         if self._exact_flat:
-            return self.index.search(queries, k, params=None if selector is None else
-                                     faiss.SearchParameters(sel=selector))
+            return self._exact_scan(queries, k, selector)
         if self._storage is not None:
             params = None
             if selector is not None:
@@ -596,6 +621,49 @@ class VectorStore:
         if self._ivf is not None:
             return self.index.search(queries, k, params=self._params({"nprobe": self._ivf.nlist}, selector))
         return self.index.search(queries, k, params=self._params(self.search_defaults, selector))
+
+    def _exact_scan(self, queries: np.ndarray, k: int, selector) -> tuple[np.ndarray, np.ndarray]:
+        """The k best of a flat index, scored in float64 (rounded to float32): the same score for the same
+        vector, whatever its position and however many queries share the call.
+
+        FAISS's float32 scan picks the candidates (one matrix product for a batch, see :func:`_one_pass`); each
+        candidate is then scored again exactly. A float32 score lies within :data:`FLOAT32_DOT_ERROR` of the
+        exact one, so a vector FAISS left out can beat the k-th exact score only when the last candidate's
+        float32 score comes within twice that of it; then the row asks FAISS for twice as many.
+        """
+        import faiss
+
+        flat = self._storage
+        total = int(flat.ntotal)
+        if total == 0:
+            return np.zeros((len(queries), k), np.float32), np.full((len(queries), k), -1, np.int64)
+        params = None if selector is None else \
+            faiss.SearchParameters(sel=faiss.IDSelectorTranslated(self._idmap.id_map, selector))
+        stored = faiss.rev_swig_ptr(flat.get_xb(), total * self.dimension).reshape(total, self.dimension)
+        exact64 = queries.astype(np.float64)
+        want = min(total, k + _RESCORE_EXTRA)
+        out_scores = np.zeros((len(queries), k), np.float32)
+        out_ids = np.full((len(queries), k), -1, np.int64)
+        rows = np.arange(len(queries))
+        while len(rows):
+            with _one_pass(len(rows), self.dimension):
+                rough, positions = flat.search(queries[rows], want, params=params)
+            found = positions >= 0
+            exact = np.full(positions.shape, -np.inf)
+            exact[found] = np.einsum("ij,ij->i", stored[positions[found]].astype(np.float64),
+                                     exact64[rows][np.nonzero(found)[0]])
+            exact = exact.astype(np.float32)
+            ids = self._ids_at(positions)
+            order = np.lexsort((np.where(found, ids, np.iinfo(np.int64).max), -exact.astype(np.float64)), axis=1)
+            exact, ids = np.take_along_axis(exact, order, 1), np.take_along_axis(ids, order, 1)
+            kth = exact[:, min(k, want) - 1]
+            # FAISS returned every candidate it had (fewer than asked), or the ones it left out score lower
+            done = ~found[:, -1] | (want >= total) | (rough[:, -1] + 2 * FLOAT32_DOT_ERROR < kth)
+            keep = min(k, want)
+            out_scores[rows[done], :keep] = np.where(np.isfinite(exact[done, :keep]), exact[done, :keep], 0)
+            out_ids[rows[done], :keep] = np.where(np.isfinite(exact[done, :keep]), ids[done, :keep], -1)
+            rows, want = rows[~done], min(total, want * 2)
+        return out_scores, out_ids
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """All live ``(ids, vectors)``, ids ascending (for mining and checks without re-encoding).

@@ -303,3 +303,32 @@ def test_recall_at_10_on_real_sentences(kind, real_vectors, tmp_path):
     _, found = loaded.search(queries, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.tolist(), truth.tolist())])
     assert recall >= 0.95, f"{kind} ({store.factory}, {store.search_defaults}): recall@10 {recall:.3f}"
+
+
+# ---------------------------------------------------------------- exact scans: float64 scores, any batch
+def test_flat_scan_scores_exactly_and_the_same_in_any_batch():
+    """A flat store's scan re-scores FAISS's float32 candidates in float64: copies of a vector stored at other
+    positions tie exactly (ordered by id), a batch answers each query as it would alone, and the hits are the
+    float64 oracle's, ties by id included."""
+    rng = np.random.default_rng(7)
+    d = 48
+    base = rng.standard_normal((2000, d))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    vectors = np.vstack([base, base[:300], base[:300]]).astype(np.float32)  # copies: exact ties elsewhere
+    ids = rng.permutation(10**6)[:len(vectors)].astype(np.int64)
+    store = VectorStore.create(d, "flat")
+    store.add(ids, vectors)
+    queries = base[:40] + 0.05 * rng.standard_normal((40, d))
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    k = 7
+    batch_scores, batch_ids = store.search(queries, k)
+    exact = vectors.astype(np.float64) @ queries.astype(np.float64).T
+    for row in range(len(queries)):
+        alone_scores, alone_ids = store.search(queries[row:row + 1], k)
+        np.testing.assert_array_equal(alone_ids[0], batch_ids[row])
+        np.testing.assert_array_equal(alone_scores[0], batch_scores[row])
+        rounded = exact[:, row].astype(np.float32)
+        order = np.lexsort((ids, -rounded.astype(np.float64)))[:k]
+        np.testing.assert_array_equal(batch_ids[row], ids[order])
+        np.testing.assert_array_equal(batch_scores[row], rounded[order])
+    assert (batch_scores[:, 0] == batch_scores[:, 1]).sum() >= 20  # the copies did tie at the top

@@ -131,7 +131,7 @@ def test_flat_segments_merge_like_one_flat_index_ties_included(tmp_path, index_h
         for k in (1, 5, 17, 40):
             expected_scores, expected_ids = merge_top_k(*everything, k)  # score, then row id
             if k >= 5:  # FAISS alone lists (and cuts) ties in an order of its own
-                assert not np.array_equal(single.search(queries, k)[1], expected_ids)
+                assert not np.array_equal(single.index.search(queries, k)[1], expected_ids)
             scores, ids = index.segments.search(queries, k)
             np.testing.assert_array_equal(ids, expected_ids)
             np.testing.assert_array_equal(scores, expected_scores)

@@ -43,9 +43,12 @@ def _is_loopback(host: str) -> bool:
               help="How long the query batcher waits for more queries to share one forward pass.")
 @click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1),
               help="Most query texts encoded in one forward pass.")
+@click.option("--keep-alive", "keep_alive", default=75.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds an idle keep-alive connection stays open. Longer than the idle timeout of the clients "
+                   "or proxy in front, so the server never closes a connection a client is about to reuse.")
 @click.option("--access-log", is_flag=True, help="Log every request on stderr.")
 def serve_cmd(index, host, port, token, token_reads, cors, max_body_mb, max_query_chars, query_cache,
-              batch_wait_ms, max_batch, access_log) -> None:
+              batch_wait_ms, max_batch, keep_alive, access_log) -> None:
     """Serve an index over HTTP: JSON API (/search, /documents, /dedupe, /info, /health) and a search page at /.
 
     Listens on 127.0.0.1 unless told otherwise. With --token, writes need 'Authorization: Bearer T'.
@@ -88,7 +91,7 @@ def serve_cmd(index, host, port, token, token_reads, cors, max_body_mb, max_quer
                f"(writes {'need the token' if token else 'open'}, reads "
                f"{'need the token' if token_reads else 'open'}; Ctrl-C stops)", err=True)
     config = uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log,
-                            timeout_graceful_shutdown=10)
+                            timeout_graceful_shutdown=10, timeout_keep_alive=keep_alive)
     uvicorn.Server(config).run(sockets=[sock])
 
 

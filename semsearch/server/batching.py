@@ -8,8 +8,8 @@ searches them, one FAISS call per group of jobs that asked for the same ``k``, t
 Under load the encoder runs once per batch instead of once per request; a lone client never waits.
 
 Results are those of :meth:`Index.search` on each request alone: the vectors of a text do not depend on the
-other texts in its batch (the encoder pads per batch and masks the padding), and FAISS answers each query
-row independently.
+other texts in its batch (the encoder pads per batch and masks the padding), and an exact scan scores a batch
+with one matrix product, then each candidate again in float64, so no score depends on its batch.
 """
 
 from __future__ import annotations
