@@ -139,9 +139,10 @@ def report(r: dict, n: int, workers: int, cpus: int) -> list[str]:
                                                           version("ray")),
         f"- Model: all-MiniLM-L6-v2 (bundled), fp32, batch 32. Corpus: {n:,} distinct sentences as JSONL "
         "(benchmarks/scaleout.py says how they are made).",
-        f"- local: `index_corpus`, one process, torch on {r['torch_threads']} threads. ray: a local cluster "
-        f"(`ray.init(num_cpus={cpus})`), {workers} actors × 1 torch thread, the driver writing the index; actor "
-        "start and model loads included. Same cores for both: the ratio is Ray's overhead, not a speed-up.", "",
+        f"- Backend: the default (`auto`: onnxruntime). local: `index_corpus`, one process, encoding on all "
+        f"{cpus} cores. ray: a local cluster (`ray.init(num_cpus={cpus})`), {workers} actors × 1 CPU (one encoding "
+        "thread each), the driver writing the index; actor start and model loads included. Same cores for both: "
+        "the ratio is Ray's overhead, not a speed-up.", "",
         "| run | wall s | docs/s | load at start |", "|---|---:|---:|---|",
         f"| local index | {r['local_s']:.1f} | {n / r['local_s']:.0f} | {r['local_load']} |",
         f"| Ray cluster start | {r['ray_start_s']:.1f} | | |",

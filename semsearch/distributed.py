@@ -243,8 +243,12 @@ class _Embed:
         import torch
 
         from .encoder import Encoder, EncoderSpec
+        from .onnx_backend import THREADS_ENV
 
+        # The CPUs Ray reserved for this actor, for either backend (onnxruntime would otherwise take every core
+        # of the node, and each actor on a node would do the same).
         torch.set_num_threads(max(1, threads))
+        os.environ[THREADS_ENV] = str(max(1, threads))
         if spec is not None:
             self.encoder = Encoder.from_spec(EncoderSpec.from_dict(spec), backend=backend)
         else:

