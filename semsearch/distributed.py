@@ -512,7 +512,8 @@ def mine_partitioned_ray(embeddings, threshold: float, *, partitions: int | None
                       margin=DEFAULT_MARGIN if margin is None else margin, seed=seed)
     ref = ray.put(matrix)
     task = ray.remote(num_cpus=1, max_retries=RETRIES)(_mine_cell_group)
-    futures = [task.remote(ref, group, threshold, chunk_size) for group in _groups(cells.cells, 4 * cluster_cpus())]
+    futures = [task.remote(ref, group, homes, threshold, chunk_size)
+               for group, homes in _groups(cells.cells, cells.homes, 4 * cluster_cpus())]
     left, right, scores, candidates, _, _ = _gather(ray, futures)
     left, right, scores = _unique_pairs(left * n + right, scores, n)
     if progress is not None:
@@ -520,21 +521,27 @@ def mine_partitioned_ray(embeddings, threshold: float, *, partitions: int | None
     return ordered_pairs(left, right, scores, threshold, n, candidates), cells
 
 
-def _groups(cells: Sequence[np.ndarray], count: int) -> list[list[np.ndarray]]:
-    """Cells dealt into at most ``count`` groups of similar cost (largest first, to the cheapest group)."""
-    groups: list[list[np.ndarray]] = [[] for _ in range(max(1, min(count, len(cells))))]
+def _groups(cells: Sequence[np.ndarray], homes: Sequence[int], count: int) -> list[tuple[list[np.ndarray], list[int]]]:
+    """Cells (and their home counts) dealt into at most ``count`` groups of similar cost (largest first, to the
+    cheapest group)."""
+    from .partitioned import cell_comparisons
+
+    groups: list[tuple[list[np.ndarray], list[int]]] = [([], []) for _ in range(max(1, min(count, len(cells))))]
     cost = [0] * len(groups)
-    for cell in sorted(cells, key=len, reverse=True):
+    for i in sorted(range(len(cells)), key=lambda i: cell_comparisons(len(cells[i]), homes[i]), reverse=True):
         g = cost.index(min(cost))
-        groups[g].append(cell)
-        cost[g] += len(cell) ** 2
-    return [g for g in groups if g]
+        groups[g][0].append(cells[i])
+        groups[g][1].append(homes[i])
+        cost[g] += cell_comparisons(len(cells[i]), homes[i])
+    return [g for g in groups if g[0]]
 
 
-def _mine_cell_group(matrix: np.ndarray, cells: list[np.ndarray], threshold: float, chunk_size: int | None):
+def _mine_cell_group(matrix: np.ndarray, cells: list[np.ndarray], homes: list[int], threshold: float,
+                     chunk_size: int | None):
     from .partitioned import mine_cells
 
-    left, right, scores, candidates = mine_cells(matrix, cells, threshold, chunk_size=chunk_size, device="cpu")
+    left, right, scores, candidates = mine_cells(matrix, cells, threshold, homes=homes, chunk_size=chunk_size,
+                                                 device="cpu")
     return left, right, scores, candidates, "", 0
 
 

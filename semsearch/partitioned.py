@@ -13,9 +13,14 @@ products; near-duplicates are close, so only documents of one region need compar
    that bound admits nearly every cell, so the default margin is a share of it and the spill is capped;
    what that costs in recall is measured (``semsearch dedupe --partitioned`` prints it).
 3. **Mining.** :func:`semsearch.mining.mine_pairs` (exact, bounded memory) runs inside each cell on the
-   original float32 rows; a pair found in several cells is kept once, with the exhaustive miner's score.
+   original float32 rows, over the pairs with at least one document *at home* there (the cell is its
+   nearest): the home documents among themselves and against the spilled ones, never spilled against
+   spilled. That loses nothing the spill was there to find: a pair whose documents live in different cells
+   ``a`` and ``b`` is found in ``b`` when the document from ``a`` spilled into it, which is the case the
+   border test above proves. A pair found in several cells is kept once, with the exhaustive miner's score.
 
-Cost: about ``Σ |cell|²/2`` dot products (``n²·m²/(2C)`` for balanced cells and ``m`` cells per document)
+Cost: about ``Σ h²/2 + h·s`` dot products for a cell of ``h`` home and ``s`` spilled documents (``n²(2m−1)/(2C)``
+for balanced cells and ``m`` cells per document, where mining whole cells would cost ``n²m²/(2C)``)
 plus ``n·C`` for the assignment; :func:`default_partitions` takes ``C = √n``, so ``O(n^1.5)`` in all.
 """
 
@@ -51,7 +56,9 @@ def default_partitions(n: int) -> int:
 class Partition:
     """Which documents each cell holds, and what the spill did."""
 
-    cells: list[np.ndarray]  # int64 positions per cell, ascending; cells with fewer than 2 documents left out
+    cells: list[np.ndarray]  # int64 positions per cell: its home documents, ascending, then the spilled ones,
+                             # ascending; cells with fewer than 2 documents or none at home left out
+    homes: list[int]         # how many of each cell's documents are at home (the cell is their nearest)
     partitions: int          # k-means centroids
     spill: int               # most cells a document may join
     margin: float            # share of the proven border distance used
@@ -65,8 +72,8 @@ class Partition:
 
     @property
     def comparisons(self) -> int:
-        """Dot products the cell mining costs (pairs within cells, counted once per cell)."""
-        return sum(len(c) * (len(c) - 1) // 2 for c in self.cells)
+        """Dot products the cell mining costs: per cell, home with home and home with spilled."""
+        return sum(cell_comparisons(len(c), h) for c, h in zip(self.cells, self.homes))
 
     def describe(self, n: int) -> str:
         if self.partitions == 1:
@@ -95,12 +102,13 @@ def partition(embeddings: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *, p
     spill = min(spill, partitions)
     if partitions == 1:
         everyone = np.arange(n, dtype=np.int64)
-        return Partition([everyone] if n >= 2 else [], 1, spill, margin, n, 0, True)
+        return Partition([everyone] if n >= 2 else [], [n] if n >= 2 else [], 1, spill, margin, n, 0, True)
     centroids = _kmeans(embeddings, partitions, seed)
     gram = centroids @ centroids.T
     reach = margin * math.sqrt(max(0.0, 2 * (1 - threshold)))  # margin · r
     look = min(partitions, spill + 1)  # one beyond the spill: was a document capped?
-    members: list[list[np.ndarray]] = [[] for _ in range(partitions)]
+    home: list[list[np.ndarray]] = [[] for _ in range(partitions)]
+    spilled: list[list[np.ndarray]] = [[] for _ in range(partitions)]
     memberships = capped = 0
     step = 1 << 14
     for start in range(0, n, step):
@@ -114,23 +122,37 @@ def partition(embeddings: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *, p
             near, cells = near[:, :spill], cells[:, :spill]
         rows, ranks = np.nonzero(near)
         memberships += len(rows)
-        chosen = cells[rows, ranks]
-        order = np.argsort(chosen, kind="stable")  # rows ascend within a cell
-        chosen, positions = chosen[order], rows[order].astype(np.int64) + start
-        bounds = np.flatnonzero(np.diff(chosen)) + 1
-        for cell, part in zip(chosen[np.r_[0, bounds]].tolist(), np.split(positions, bounds)):
-            members[cell].append(part)
-    cells_out = [np.concatenate(m) for m in members if sum(len(p) for p in m) >= 2]
-    return Partition(cells_out, partitions, spill, margin, memberships, capped,
+        for members, chosen_rows, chosen_ranks in ((home, rows[ranks == 0], ranks[ranks == 0]),
+                                                   (spilled, rows[ranks > 0], ranks[ranks > 0])):
+            chosen = cells[chosen_rows, chosen_ranks]
+            order = np.argsort(chosen, kind="stable")  # rows ascend within a cell
+            chosen, positions = chosen[order], chosen_rows[order].astype(np.int64) + start
+            bounds = np.flatnonzero(np.diff(chosen)) + 1
+            if len(chosen):
+                for cell, part in zip(chosen[np.r_[0, bounds]].tolist(), np.split(positions, bounds)):
+                    members[cell].append(part)
+    cells_out, homes = [], []
+    for at_home, away in zip(home, spilled):
+        count = sum(len(p) for p in at_home)
+        if count and count + sum(len(p) for p in away) >= 2:
+            cells_out.append(np.concatenate(at_home + away))
+            homes.append(count)
+    return Partition(cells_out, homes, partitions, spill, margin, memberships, capped,
                      complete=margin >= 1 and spill == partitions)
+
+
+def cell_comparisons(size: int, home: int) -> int:
+    """Pairs mined in a cell of ``size`` documents, ``home`` of them at home: home-home and home-spilled."""
+    return home * (home - 1) // 2 + home * (size - home)
 
 
 def _nearest(rows: np.ndarray, centroids: np.ndarray, look: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``look`` most similar centroids, best first: ``(cosines, cells)``.
 
-    One float32 matrix product through torch: on this project's CPUs its GEMM ran the assignment of a million
-    rows to 1,000 cells about four times faster than FAISS's flat search (29 s), and the cosines it gives
-    differ from FAISS's by float32 rounding, which the border test's slack absorbs."""
+    One float32 matrix product through torch: with FAISS's flat search, assigning a million real-ish rows to
+    1,000 cells took 29 s of the 36 s partition step on this project's 2-core machine; through torch's GEMM
+    the whole step took 12-15 s. The cosines differ from FAISS's by float32 rounding, which the border test's
+    slack absorbs."""
     import torch
 
     with torch.inference_mode():
@@ -153,17 +175,21 @@ def _kmeans(embeddings: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def mine_cells(embeddings: np.ndarray, cells: Iterable[np.ndarray], threshold: float, *,
-               chunk_size: int | None = None, device: str | None = None, dtype: str | None = None,
+               homes: Iterable[int] | None = None, chunk_size: int | None = None, device: str | None = None,
+               dtype: str | None = None,
                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """``(left, right, scores, candidates)``: the exact pairs >= ``threshold`` within each cell, each pair once.
 
+    ``homes``: how many of each cell's first documents are at home (see :class:`Partition`); only pairs with one
+    of them are mined. None: every document of a cell is.
     Positions are rows of ``embeddings`` (``left < right``), in no particular order.
     """
-    return _mine_cells(_as_matrix(embeddings), cells, threshold, chunk_size=chunk_size, device=device, dtype=dtype,
-                       progress=progress)
+    return _mine_cells(_as_matrix(embeddings), cells, threshold, homes=homes, chunk_size=chunk_size, device=device,
+                       dtype=dtype, progress=progress)
 
 
-def _mine_cells(matrix: np.ndarray, cells: Iterable[np.ndarray], threshold: float, *, chunk_size: int | None,
+def _mine_cells(matrix: np.ndarray, cells: Iterable[np.ndarray], threshold: float, *,
+                homes: Iterable[int] | None = None, chunk_size: int | None,
                 device: str | None, dtype: str | None,
                 progress: Callable[[int], None] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Large cells one after the other on every torch thread; small ones side by side, one thread each.
@@ -176,18 +202,29 @@ def _mine_cells(matrix: np.ndarray, cells: Iterable[np.ndarray], threshold: floa
 
     n = len(matrix)
     cells = list(cells)
+    homes = [len(c) for c in cells] if homes is None else list(homes)
 
-    def mine(cell: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        found = mine_pairs(matrix[cell], threshold, chunk_size=chunk_size, device=device, dtype=dtype)
+    def mine(i: int) -> tuple[np.ndarray, np.ndarray, int]:
+        cell, home = cells[i], homes[i]
+        parts = []
+        if home >= 2:  # home with home
+            parts.append((cell[:home], mine_pairs(matrix[cell[:home]], threshold, chunk_size=chunk_size,
+                                                  device=device, dtype=dtype)))
+        if 0 < home < len(cell):  # home with spilled
+            parts.append((cell, mine_pairs(matrix[cell], threshold, chunk_size=chunk_size, device=device,
+                                           dtype=dtype, split=home)))
         if progress is not None:
-            progress(len(cell) * (len(cell) - 1) // 2)
-        return cell[found.left] * n + cell[found.right], found.scores, found.candidates  # ascending: left < right
+            progress(cell_comparisons(len(cell), home))
+        codes = [np.minimum(rows[f.left], rows[f.right]) * n + np.maximum(rows[f.left], rows[f.right])
+                 for rows, f in parts]
+        return (np.concatenate([np.zeros(0, np.int64)] + codes), np.concatenate([np.zeros(0)] + [f.scores for _, f in parts]),
+                sum(f.candidates for _, f in parts))
 
     results: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
     gpu = device is not None and not str(device).startswith("cpu") or device is None and torch.cuda.is_available()
     small = [i for i, c in enumerate(cells) if len(c) < _SMALL_CELL and not gpu]
     for i in sorted(set(range(len(cells))) - set(small)):
-        results[i] = mine(cells[i])
+        results[i] = mine(i)
     if small:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -195,7 +232,7 @@ def _mine_cells(matrix: np.ndarray, cells: Iterable[np.ndarray], threshold: floa
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(max_workers=threads) as pool:
-                for i, result in zip(small, pool.map(lambda i: mine(cells[i]), small)):
+                for i, result in zip(small, pool.map(mine, small)):
                     results[i] = result
         finally:
             torch.set_num_threads(threads)
@@ -225,8 +262,8 @@ def mine_partitioned(embeddings, threshold: float = DEFAULT_THRESHOLD, *, partit
     matrix = _as_matrix(embeddings)
     n = len(matrix)
     cells = partition(matrix, threshold, partitions=partitions, spill=spill, margin=margin, seed=seed)
-    left, right, scores, candidates = _mine_cells(matrix, cells.cells, threshold, chunk_size=chunk_size,
-                                                  device=device, dtype=dtype, progress=progress)
+    left, right, scores, candidates = _mine_cells(matrix, cells.cells, threshold, homes=cells.homes,
+                                                  chunk_size=chunk_size, device=device, dtype=dtype, progress=progress)
     return ordered_pairs(left, right, scores, threshold, n, candidates), cells
 
 
@@ -243,5 +280,6 @@ def _positive(name: str, value: int) -> int:
     return int(value)
 
 
-__all__ = ["DEFAULT_SPILL", "DEFAULT_MARGIN", "Partition", "default_partitions", "partition", "mine_cells",
+__all__ = ["DEFAULT_SPILL", "DEFAULT_MARGIN", "Partition", "default_partitions", "partition", "cell_comparisons",
+           "mine_cells",
            "mine_partitioned", "ordered_pairs"]

@@ -86,12 +86,18 @@ def test_partition_invariants():
     x = clustered(2000, seed=2)
     part = partition(x, 0.8, partitions=25, spill=3)
     counts = np.zeros(len(x), dtype=int)
-    for cell in part.cells:
-        assert len(cell) >= 2 and (np.diff(cell) > 0).all()
+    homes = np.zeros(len(x), dtype=int)
+    for cell, home in zip(part.cells, part.homes):
+        assert len(cell) >= 2 and 1 <= home <= len(cell)
+        assert (np.diff(cell[:home]) > 0).all() and (np.diff(cell[home:]) > 0).all()  # each part ascending
+        assert len(set(cell.tolist())) == len(cell)
         counts[cell] += 1
+        homes[cell[:home]] += 1
     assert counts.max() <= 3
-    assert part.memberships >= counts.sum() and part.memberships >= len(x) - 25  # lone documents of tiny cells
-    assert part.comparisons == sum(len(c) * (len(c) - 1) // 2 for c in part.cells)
+    assert homes.max() == 1 and homes.sum() >= len(x) - 25  # one home each (lone documents of tiny cells aside)
+    assert part.memberships >= counts.sum() and part.memberships >= len(x) - 25
+    assert part.comparisons == sum(h * (h - 1) // 2 + h * (len(c) - h) for c, h in zip(part.cells, part.homes))
+    assert part.comparisons < sum(len(c) * (len(c) - 1) // 2 for c in part.cells)  # spilled pairs are skipped
     assert 0 < part.capped < len(x)
     assert "25 k-means cells, up to 3 per document" in part.describe(len(x))
 
