@@ -343,3 +343,24 @@ def test_batched_flat_scan_leaves_faiss_settings_as_they_were():
     before = faiss.cvar.distance_compute_blas_threshold, faiss.cvar.distance_compute_blas_database_bs
     store.search(vectors[:5], 3)
     assert (faiss.cvar.distance_compute_blas_threshold, faiss.cvar.distance_compute_blas_database_bs) == before
+
+
+def test_torch_scans_give_the_same_hits_and_scores_as_faiss():
+    from semsearch.vectors import use_torch_scans
+
+    rng = np.random.default_rng(11)
+    vectors = rng.standard_normal((3000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = np.vstack([vectors, vectors[:200]])  # exact ties
+    store = VectorStore.create(32, "flat")
+    store.add(rng.permutation(10**6)[:len(vectors)].astype(np.int64), vectors)
+    queries = vectors[:50] + 0.1 * rng.standard_normal((50, 32)).astype(np.float32)
+    expected = store.search(queries, 9), store.search(queries[:1], 9)
+    assert use_torch_scans()
+    try:
+        got = store.search(queries, 9), store.search(queries[:1], 9)
+    finally:
+        use_torch_scans(False)
+    for (scores, ids), (want_scores, want_ids) in zip(got, expected):
+        np.testing.assert_array_equal(ids, want_ids)
+        np.testing.assert_array_equal(scores, want_scores)

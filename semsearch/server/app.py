@@ -66,6 +66,9 @@ class ServerState:
         """
         if self.started:
             return
+        from ..vectors import use_torch_scans
+
+        use_torch_scans()  # a server lives long: torch's GEMM scans faster than FAISS (see there)
         self.snapshots.start()
         if self.preload and self.snapshots.available:
             self.snapshots.encoder()
