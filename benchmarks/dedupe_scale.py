@@ -266,7 +266,8 @@ def setup_lines(args) -> list[str]:
             f"- Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"numpy {np.__version__}, faiss {version('faiss-cpu')}.",
             f"- Threshold {THRESHOLD}. Partitioned: `mine_partitioned` defaults (√n k-means cells, 10 rounds on 32 "
-            "points per cell, spill up to 3 cells within 0.3 of the proven border distance, exact miner per cell). "
+            "points per cell, spill up to 3 cells within 0.3 of the proven border distance, exact miner per cell "
+            "over the pairs with a document at home there). "
             "Exact: `mine_pairs` (bfloat16 blocks where faster, float64 re-scoring).",
             f"- Each step runs once in a fresh subprocess that loads the matrix from .npy (memory-mapped above "
             f"{CHUNK:,} rows); time covers mining only. Peak = the process's VmHWM (Python, torch, the matrix, "
