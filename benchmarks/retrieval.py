@@ -162,13 +162,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Cranfield: {len(corpus):,} abstracts, {len(qids)} queries", file=sys.stderr)
         index, cran_built = index_timed(scratch / "cranfield", encoder, corpus, Chunking(), "passages (default)")
         truncated, cran_truncated = index_timed(scratch / "cranfield-nochunk", encoder, corpus, None, "--no-chunk")
-        rows = [Row("dense, truncated (`--no-chunk`; today)", rank_with_index(truncated, queries, DEPTH + 1, "dense")),
-                Row("dense (passages for long abstracts, the default)", rank_with_index(index, queries, DEPTH + 1,
-                                                                                       "dense")),
-                Row("lexical (FTS5 bm25)", rank_with_index(index, queries, DEPTH + 1, "lexical")),
-                Row("**hybrid, RRF k=60 (the default)**", rank_with_index(index, queries, DEPTH + 1, "hybrid"))]
-        rows += [Row(f"hybrid, weighted alpha={alpha}", rank_with_index(index, queries, DEPTH + 1, "hybrid", alpha))
-                 for alpha in ALPHAS]
+        def ranked(label: str, searched, asked: dict, mode: str, alpha: float | None = None) -> Row:
+            return Row(label, rank_with_index(searched, asked, DEPTH + 1, mode, alpha))
+
+        rows = [ranked("dense, truncated (`--no-chunk`; today)", truncated, queries, "dense"),
+                ranked("dense (passages for long abstracts, the default)", index, queries, "dense"),
+                ranked("lexical (FTS5 bm25)", index, queries, "lexical"),
+                ranked("**hybrid, RRF k=60 (the default)**", index, queries, "hybrid")]
+        rows += [ranked(f"hybrid, weighted alpha={alpha}", index, queries, "hybrid", alpha) for alpha in ALPHAS]
         index.close()
         truncated.close()
         cli_check = None
@@ -185,11 +186,10 @@ def main(argv: list[str] | None = None) -> None:
         lengths = [chunker.count(t) for t in long_corpus.values()]
         passages, long_passages = index_timed(scratch / "long", encoder, long_corpus, Chunking(), "passages")
         cut, long_cut = index_timed(scratch / "long-nochunk", encoder, long_corpus, None, "truncated")
-        long_rows = [Row("dense, truncated (`--no-chunk`)", rank_with_index(cut, long_queries, DEPTH + 1, "dense")),
-                     Row("**dense, passages (the default)**", rank_with_index(passages, long_queries, DEPTH + 1,
-                                                                               "dense")),
-                     Row("hybrid, truncated", rank_with_index(cut, long_queries, DEPTH + 1, "hybrid")),
-                     Row("hybrid, passages", rank_with_index(passages, long_queries, DEPTH + 1, "hybrid"))]
+        long_rows = [ranked("dense, truncated (`--no-chunk`)", cut, long_queries, "dense"),
+                     ranked("**dense, passages (the default)**", passages, long_queries, "dense"),
+                     ranked("hybrid, truncated", cut, long_queries, "hybrid"),
+                     ranked("hybrid, passages", passages, long_queries, "hybrid")]
         passages.close()
         cut.close()
     finally:

@@ -12,9 +12,8 @@ Setup, as the results file states it:
   ``k=10``, cycling through them. The server runs with ``--query-cache 0`` so no answer comes from a cache.
 * clients: ``N`` coroutines in this process (asyncio + aiohttp, keep-alive connections) sending requests back
   to back for ``--duration`` seconds; latency is request to parsed response. An error is any exception or a
-  status other than 200. The load generator shares the cores with the server, so it must be light: httpx
-  spent about 14 ms of CPU per request at 64 connections (0.9 of a core at 64 QPS), aiohttp under 1 ms; the
-  table gives the CPU share it took.
+  status other than 200. The load generator shares the cores with the server, so it must be light; the
+  tables give the CPU share it took.
 * semsearch: ``semsearch serve --port 0 --query-cache 0`` (batching at its defaults: 2 ms, 64 texts), and,
   to show what batching buys, the same server with ``--max-batch 1`` (one query per forward pass).
 * Chroma: ``chroma run --path ... --host 127.0.0.1`` with the same ids, texts and vectors in a collection

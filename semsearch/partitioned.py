@@ -149,10 +149,9 @@ def cell_comparisons(size: int, home: int) -> int:
 def _nearest(rows: np.ndarray, centroids: np.ndarray, look: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``look`` most similar centroids, best first: ``(cosines, cells)``.
 
-    One float32 matrix product through torch: with FAISS's flat search, assigning a million real-ish rows to
-    1,000 cells took 29 s of the 36 s partition step on this project's 2-core machine; through torch's GEMM
-    the whole step took 12-15 s. The cosines differ from FAISS's by float32 rounding, which the border test's
-    slack absorbs."""
+    One float32 matrix product through torch's GEMM, which ran this faster than FAISS's flat search on this
+    project's CPUs (``benchmarks/results/flat-scan.md`` compares the two on search). The cosines differ from
+    FAISS's by float32 rounding, which the border test's slack absorbs."""
     import torch
 
     with torch.inference_mode():
@@ -217,7 +216,8 @@ def _mine_cells(matrix: np.ndarray, cells: Iterable[np.ndarray], threshold: floa
             progress(cell_comparisons(len(cell), home))
         codes = [np.minimum(rows[f.left], rows[f.right]) * n + np.maximum(rows[f.left], rows[f.right])
                  for rows, f in parts]
-        return (np.concatenate([np.zeros(0, np.int64)] + codes), np.concatenate([np.zeros(0)] + [f.scores for _, f in parts]),
+        scores = [f.scores for _, f in parts]
+        return (np.concatenate([np.zeros(0, np.int64)] + codes), np.concatenate([np.zeros(0)] + scores),
                 sum(f.candidates for _, f in parts))
 
     results: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}

@@ -199,9 +199,9 @@ def use_torch_scans(enabled: bool = True) -> bool:
     torch is in use afterwards.
 
     For long-running processes (``semsearch serve`` turns it on): importing torch costs about 1.7 s once, so a
-    one-shot ``semsearch query`` keeps FAISS. Measured on this project's 2-core machine over 100k stored
-    vectors: 8 ms instead of 11 for one query, 16 instead of 28-40 for 8, 34 instead of about 150 for 64, and
-    beside a two-process CPU hog 72 ms instead of about 500 for 64. The hits and scores are the same either way:
+    one-shot ``semsearch query`` keeps FAISS. ``benchmarks/flat_scan.py`` measures both pickers over 100k
+    stored vectors, quiet and beside a CPU hog (``benchmarks/results/flat-scan.md``). The hits and scores are
+    the same either way:
     the candidates are scored again in float64 (see :meth:`VectorStore._exact_scan`). Scans restricted by a
     filter or by tombstones keep FAISS's selectors.
     """
@@ -229,9 +229,6 @@ def _torch_candidates(stored: np.ndarray, queries: np.ndarray, want: int) -> tup
     return scores.numpy(), positions.numpy().astype(np.int64)
 
 
-#: A bound on |float32 inner product of two unit vectors − exact| for the dimensions we use (d·2⁻²⁴ for d = 384
-#: is 2.3e-5; summation in FAISS and BLAS is blocked, so far below it in practice).
-FLOAT32_DOT_ERROR = 3e-5
 _RESCORE_EXTRA = 8  # candidates beyond k re-scored exactly before a row may need a wider search
 _SCORE_BLOCK = 1 << 23  # float32 scores FAISS may hold per block of a batched flat scan (32 MB)
 
@@ -245,9 +242,9 @@ def _one_pass(queries: int, dimension: int, stored: int):
 
     The product runs over blocks of ``distance_compute_blas_database_bs`` stored vectors, each block ending in a
     barrier of FAISS's threads. At its default (1,024) a 100k scan passes 98 barriers, and when another process
-    keeps the cores busy each one waits for a descheduled thread: measured 3 s instead of 69 ms for 8 queries
-    beside a two-process CPU hog. Blocks of up to 32 MB of scores (131,072 vectors for 64 queries) keep the
-    barriers few: 39 ms quiet and 68 ms beside the hog. Both settings are FAISS globals, restored afterwards;
+    keeps the cores busy each one waits for a descheduled thread. Blocks of up to 32 MB of scores (131,072
+    vectors for 64 queries) keep the barriers few; ``benchmarks/results/flat-scan.md`` compares the two, quiet
+    and beside a CPU hog. Both settings are FAISS globals, restored afterwards;
     they choose how the same exact inner products are computed, never which.
     """
     import faiss
@@ -674,12 +671,15 @@ class VectorStore:
         """The k best of a flat index, scored in float64 (rounded to float32): the same score for the same
         vector, whatever its position and however many queries share the call.
 
-        FAISS's float32 scan picks the candidates (one matrix product for a batch, see :func:`_one_pass`); each
-        candidate is then scored again exactly. A float32 score lies within :data:`FLOAT32_DOT_ERROR` of the
-        exact one, so a vector FAISS left out can beat the k-th exact score only when the last candidate's
-        float32 score comes within twice that of it; then the row asks FAISS for twice as many.
+        A float32 scan picks the candidates (FAISS's, one matrix product for a batch, see :func:`_one_pass`; or
+        torch's, see :func:`use_torch_scans`); each candidate is then scored again exactly. A float32 score lies
+        within :func:`~semsearch.mining.rounding_margin` of the exact one, so a vector left out can beat the k-th
+        exact score only when the last candidate's float32 score comes within twice that of it; then the row
+        asks for twice as many.
         """
         import faiss
+
+        from .mining import rounding_margin
 
         flat = self._storage
         total = int(flat.ntotal)
@@ -689,6 +689,7 @@ class VectorStore:
             faiss.SearchParameters(sel=faiss.IDSelectorTranslated(self._idmap.id_map, selector))
         stored = faiss.rev_swig_ptr(flat.get_xb(), total * self.dimension).reshape(total, self.dimension)
         exact64 = queries.astype(np.float64)
+        error = rounding_margin("float32", self.dimension)
         want = min(total, k + _RESCORE_EXTRA)
         out_scores = np.zeros((len(queries), k), np.float32)
         out_ids = np.full((len(queries), k), -1, np.int64)
@@ -709,7 +710,7 @@ class VectorStore:
             exact, ids = np.take_along_axis(exact, order, 1), np.take_along_axis(ids, order, 1)
             kth = exact[:, min(k, want) - 1]
             # FAISS returned every candidate it had (fewer than asked), or the ones it left out score lower
-            done = ~found[:, -1] | (want >= total) | (rough[:, -1] + 2 * FLOAT32_DOT_ERROR < kth)
+            done = ~found[:, -1] | (want >= total) | (rough[:, -1] + 2 * error < kth)
             keep = min(k, want)
             out_scores[rows[done], :keep] = np.where(np.isfinite(exact[done, :keep]), exact[done, :keep], 0)
             out_ids[rows[done], :keep] = np.where(np.isfinite(exact[done, :keep]), ids[done, :keep], -1)

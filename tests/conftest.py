@@ -142,3 +142,19 @@ class FakeEncoder:
 @pytest.fixture
 def fake_encoder() -> FakeEncoder:
     return FakeEncoder()
+
+
+def run_cli(*args, code: int = 0):
+    """``semsearch ARGS`` through click's runner (arguments made strings); asserts the exit code."""
+    from click.testing import CliRunner
+
+    from semsearch.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    return result
+
+
+def json_rows(output: str) -> list[dict]:
+    """The JSON objects of a ``--json`` output, one per line."""
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]

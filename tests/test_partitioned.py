@@ -8,16 +8,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from semsearch.cli import main
 from semsearch.dedupe import Document, dedupe, dedupe_vectors
 from semsearch.errors import SemsearchError
 from semsearch.mining import mine_pairs
 from semsearch.partitioned import default_partitions, mine_partitioned, partition
 from semsearch.similarity import normalise_rows
+
+from .conftest import json_rows, run_cli
 
 
 def clustered(n: int, d: int = 32, topics: int = 20, dup_share: float = 0.3, seed: int = 0) -> np.ndarray:
@@ -162,26 +162,16 @@ def corpus(tmp_path) -> str:
     return str(path)
 
 
-def run(*args, code: int = 0):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == code, result.output
-    return result
-
-
-def rows(output: str) -> list[dict]:
-    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-
-
 def test_cli_partitioned_output_equals_exact(corpus, tiny_model_dir):
-    exact = run("dedupe", corpus, "--model", tiny_model_dir, "-t", "0.99", "--json")
-    part = run("dedupe", corpus, "--model", tiny_model_dir, "-t", "0.99", "--json", "--partitioned",
+    exact = run_cli("dedupe", corpus, "--model", tiny_model_dir, "-t", "0.99", "--json")
+    part = run_cli("dedupe", corpus, "--model", tiny_model_dir, "-t", "0.99", "--json", "--partitioned",
                "--partitions", "2", "--spill", "2")
-    assert rows(part.stdout) == rows(exact.stdout) and rows(exact.stdout)
+    assert json_rows(part.stdout) == json_rows(exact.stdout) and json_rows(exact.stdout)
     assert "partitioned recall: 1.000 against the exact search on 6 sampled documents" in part.stderr
     assert "partitioned, 2 k-means cells, up to 2 per document" in part.stderr
     for view in (["--clusters"], ["--keep", "longest"]):
-        assert run("dedupe", corpus, "--model", tiny_model_dir, "-t", "0.99", "--partitioned", *view).stdout == \
-            run("dedupe", corpus, "--model", tiny_model_dir, "-t", "0.99", *view).stdout
+        assert run_cli("dedupe", corpus, "--model", tiny_model_dir, "-t", "0.99", "--partitioned", *view).stdout == \
+            run_cli("dedupe", corpus, "--model", tiny_model_dir, "-t", "0.99", *view).stdout
 
 
 @pytest.mark.parametrize("args, message", [
@@ -192,7 +182,7 @@ def test_cli_partitioned_output_equals_exact(corpus, tiny_model_dir):
     (["--engine", "ray", "--approximate"], "--engine ray mines exactly or --partitioned"),
 ])
 def test_cli_usage_errors(corpus, args, message):
-    result = run("dedupe", corpus, *args, code=2)
+    result = run_cli("dedupe", corpus, *args, code=2)
     assert message in result.output
 
 
@@ -204,11 +194,11 @@ def test_cli_embeddings_alone_npy_and_parquet(tmp_path):
     pq.write_table(pa.table({"id": ids, "embedding": x.tolist()}), tmp_path / "e.parquet")
     expected = mine_pairs(x, 0.85)
     assert len(expected) > 5
-    by_row = rows(run("dedupe", "--embeddings", tmp_path / "e.npy", "-t", "0.85", "--json").stdout)
+    by_row = json_rows(run_cli("dedupe", "--embeddings", tmp_path / "e.npy", "-t", "0.85", "--json").stdout)
     assert [(r["id_a"], r["id_b"]) for r in by_row] == [(str(p.left + 1), str(p.right + 1)) for p in expected]
     assert all(abs(r["score"] - p.score) < 1e-6 for r, p in zip(by_row, expected))
-    by_id = run("dedupe", "--embeddings", tmp_path / "e.parquet", "-t", "0.85", "--json", "--partitioned")
-    assert [(r["id_a"], r["id_b"]) for r in rows(by_id.stdout)] == [(ids[p.left], ids[p.right]) for p in expected]
+    by_id = run_cli("dedupe", "--embeddings", tmp_path / "e.parquet", "-t", "0.85", "--json", "--partitioned")
+    assert [(r["id_a"], r["id_b"]) for r in json_rows(by_id.stdout)] == [(ids[p.left], ids[p.right]) for p in expected]
     assert f"{tmp_path / 'e.parquet'}: 300 documents" in by_id.stderr
 
 
@@ -218,9 +208,9 @@ def test_cli_corpus_with_embeddings_equals_encoding_it(corpus, tiny_encoder, tin
     order = [3, 0, 5, 1, 4, 2]  # Parquet rows are matched by id, not position
     pq.write_table(pa.table({"id": [TEXTS[i][0] for i in order], "embedding": vectors[order].tolist()}),
                    tmp_path / "e.parquet")
-    encoded = rows(run("dedupe", corpus, "--model", tiny_model_dir, "-t", "0.9", "--json").stdout)
+    encoded = json_rows(run_cli("dedupe", corpus, "--model", tiny_model_dir, "-t", "0.9", "--json").stdout)
     for name in ("e.npy", "e.parquet"):
-        given = rows(run("dedupe", corpus, "--embeddings", tmp_path / name, "-t", "0.9", "--json").stdout)
+        given = json_rows(run_cli("dedupe", corpus, "--embeddings", tmp_path / name, "-t", "0.9", "--json").stdout)
         assert [(r["id_a"], r["id_b"], r["line_a"]) for r in given] == \
             [(r["id_a"], r["id_b"], r["line_a"]) for r in encoded]
         assert all(abs(g["score"] - e["score"]) < 1e-6 for g, e in zip(given, encoded))
@@ -229,13 +219,13 @@ def test_cli_corpus_with_embeddings_equals_encoding_it(corpus, tiny_encoder, tin
 def test_cli_embeddings_errors(corpus, tmp_path):
     x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
     pq.write_table(pa.table({"id": list("abcdez"), "embedding": x.tolist()}), tmp_path / "e.parquet")
-    result = run("dedupe", corpus, "--embeddings", tmp_path / "e.parquet", code=1)
+    result = run_cli("dedupe", corpus, "--embeddings", tmp_path / "e.parquet", code=1)
     assert result.output.strip() == f"Error: {tmp_path / 'e.parquet'}: no row for id 'f' ({corpus} line 6)"
     np.save(tmp_path / "e.npy", x[:5])
-    result = run("dedupe", corpus, "--embeddings", tmp_path / "e.npy", code=1)
+    result = run_cli("dedupe", corpus, "--embeddings", tmp_path / "e.npy", code=1)
     assert result.output.strip() == f"Error: {tmp_path / 'e.npy'}: 5 rows for 6 records: record 6 has no row"
-    assert "drop --index" in run("dedupe", "--embeddings", tmp_path / "e.npy", "--index", "x", code=2).output
-    assert "drop --model" in run("dedupe", corpus, "--embeddings", tmp_path / "e.npy", "-m", "m", code=2).output
+    assert "drop --index" in run_cli("dedupe", "--embeddings", tmp_path / "e.npy", "--index", "x", code=2).output
+    assert "drop --model" in run_cli("dedupe", corpus, "--embeddings", tmp_path / "e.npy", "-m", "m", code=2).output
 
 
 def test_library_refuses_an_index_with_embeddings(tmp_path):

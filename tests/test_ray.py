@@ -14,14 +14,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
 from semsearch.api import index_corpus
-from semsearch.cli import main
 from semsearch.dedupe import index_vectors
 from semsearch.distributed import CRASH_FILE_ENV, index_corpus_ray
 from semsearch.errors import SemsearchError
 from semsearch.index import Index
+
+from .conftest import json_rows, run_cli
 
 WORDS = ("cat dog flute man plays markets fell sharply monday river garden sun warm quiet loud music stock "
          "price north wind rain").split()
@@ -82,20 +82,10 @@ def assert_same_index(got: str, want: str, queries: list[str]) -> None:
             assert np.allclose([h.score for h in hits_a], [h.score for h in hits_b], atol=1e-5)
 
 
-def run(*args, code: int = 0):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == code, result.output
-    return result
-
-
-def pair_rows(output: str) -> list[dict]:
-    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
-
-
 # ------------------------------------------------------------------------------------------------ no ray
 def test_engine_ray_without_ray_says_how_to_get_it(data, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
-    result = run("dedupe", data / "corpus.jsonl", "--engine", "ray", code=1)
+    result = run_cli("dedupe", data / "corpus.jsonl", "--engine", "ray", code=1)
     assert result.output == "Error: --engine ray needs Ray, which is not installed: pip install 'semsearch[ray]'\n"
 
 
@@ -143,17 +133,17 @@ def test_workers_that_keep_dying_fail_the_run_and_leave_the_index(cluster, data,
 def test_dedupe_on_ray_returns_the_local_exact_pairs(cluster, data, tiny_model_dir, local_index):
     # mining the same stored vectors: the output is identical, byte for byte, exact and partitioned
     for mode in ([], ["--partitioned", "--partitions", "3"]):
-        local = run("dedupe", "--index", local_index, "-t", "0.9", "--json", *mode)
-        on_ray = run("dedupe", "--index", local_index, "-t", "0.9", "--json", "--engine", "ray", *mode)
-        assert on_ray.stdout == local.stdout and len(pair_rows(local.stdout)) > 50
+        local = run_cli("dedupe", "--index", local_index, "-t", "0.9", "--json", *mode)
+        on_ray = run_cli("dedupe", "--index", local_index, "-t", "0.9", "--json", "--engine", "ray", *mode)
+        assert on_ray.stdout == local.stdout and len(json_rows(local.stdout)) > 50
     # a corpus embedded on the actors: the same pairs (vectors agree to ~1e-7, so scores to 1e-6)
     _, vectors, _, _ = index_vectors(local_index)
     scores = np.sort((vectors @ vectors.T)[np.triu_indices(len(vectors), 1)])
     gaps = np.diff(scores)
     top = np.flatnonzero(scores[:-1] > 0.9)
     threshold = float((scores[top[np.argmax(gaps[top])]] + scores[top[np.argmax(gaps[top])] + 1]) / 2)
-    local = pair_rows(run("dedupe", data / "corpus.jsonl", "-m", tiny_model_dir, "-t", threshold, "--json").stdout)
-    on_ray = pair_rows(run("dedupe", data / "corpus.jsonl", "-m", tiny_model_dir, "-t", threshold, "--json",
+    local = json_rows(run_cli("dedupe", data / "corpus.jsonl", "-m", tiny_model_dir, "-t", threshold, "--json").stdout)
+    on_ray = json_rows(run_cli("dedupe", data / "corpus.jsonl", "-m", tiny_model_dir, "-t", threshold, "--json",
                            "--engine", "ray", "--workers", "2").stdout)
     assert [(r["id_a"], r["id_b"], r["line_a"]) for r in on_ray] == [(r["id_a"], r["id_b"], r["line_a"]) for r in local]
     assert np.allclose([r["score"] for r in on_ray], [r["score"] for r in local], atol=1e-6)
