@@ -12,8 +12,13 @@ What runs where:
   the encoder once, on CPUs ÷ workers threads or on a GPU, and returns the vectors with the records. Ray
   restarts a dead actor and retries its batch (twice; then the run fails with one line).
 * **Writing.** The driver receives the blocks in input order and hands them to one
-  :class:`~semsearch.index.IndexWriter` (``add(records, vectors=...)``); the manifest is swapped once at
-  the end, so a failed run leaves the index as it was.
+  :class:`~semsearch.index.IndexWriter` (``add(records, vectors=...)``): documents go to SQLite, row ids are
+  given. The vectors of an IVF index (``ivf``, ``auto`` above 200,000 records, or a factory string with an
+  ``IndexIVF`` at the top such as ``IVF4096,PQ48``) are not kept on the driver: the first ones train the
+  index (:mod:`semsearch.index.ondisk`), each block of ``rows_per_segment`` is added to a copy of it by a Ray
+  task, and at the end FAISS's on-disk merge joins the parts into one segment whose inverted lists are a file
+  of their own. Other types collect the vectors on the driver. The manifest is swapped once at the end, so a
+  failed run leaves the index as it was.
 * **Mining.** The vectors go to the object store once. Exact: the rows are cut into blocks and every pair
   of blocks is one task (:func:`semsearch.mining.mine_pairs` with ``split``). Partitioned: the driver
   computes the cells (:mod:`semsearch.partitioned`), tasks mine groups of cells. Pairs and scores are those
@@ -42,10 +47,11 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = "pip install 'semsearch[ray]'"
 #: Fault injection for the tests: a file path. The first encoding actor that finds the file removes it and
-#: exits hard in the middle of a batch; if the file holds "always", every actor does, every time.
+#: exits hard in the middle of a batch; if the file holds "always", every actor does, every time. A file whose
+#: text starts with "add" ("add once", "add always") does the same to the tasks that fill IVF parts instead.
 CRASH_FILE_ENV = "SEMSEARCH_RAY_CRASH_FILE"
 ROWS_PER_BATCH = 1024     # records per encoding batch (one actor call); sorted by length inside it
-ROWS_PER_SEGMENT = 65536  # records per IndexWriter.add call on the driver (one segment each)
+ROWS_PER_SEGMENT = 65536  # records per IndexWriter.add call on the driver; vectors per IVF part (one task each)
 RETRIES = 2               # actor restarts and batch retries before a run fails
 _ROWS_PER_BLOCK = 4096    # records per block read from a text file
 
@@ -258,7 +264,7 @@ class _Embed:
     def __call__(self, batch):
         import pyarrow as pa
 
-        _maybe_crash()
+        _maybe_crash("embed")
         texts = batch.column("text").to_pylist()
         good = [i for i, t in enumerate(texts) if t is not None]
         d = self.encoder.dimension
@@ -273,12 +279,15 @@ class _Embed:
             "encode_s", pa.array(np.full(len(texts), seconds), type=pa.float64()))
 
 
-def _maybe_crash() -> None:
+def _maybe_crash(stage: str) -> None:
     path = os.environ.get(CRASH_FILE_ENV)
     if not path or not os.path.exists(path):
         return
     try:
-        always = Path(path).read_text().strip() == "always"
+        words = Path(path).read_text().split()
+        if (words[:1] == ["add"]) != (stage == "add"):
+            return
+        always = "always" in words
         if not always:
             os.remove(path)  # only one actor wins the removal
     except OSError:
@@ -358,7 +367,9 @@ def index_corpus_ray(corpus: str | os.PathLike, index: str | os.PathLike | None 
     """:func:`semsearch.api.index_corpus` with the encoding on a Ray cluster; the same index comes out.
 
     The driver (this process) opens the writer, loads the encoder's spec, and writes the blocks the actors
-    return, in input order, ``rows_per_segment`` records per ``add``; the index changes once, at the end.
+    return, in input order, ``rows_per_segment`` records per ``add``; the index changes once, at the end. An
+    IVF index is trained on the first vectors and filled by Ray tasks, ``rows_per_segment`` vectors each, whose
+    parts FAISS merges into one on-disk segment (:meth:`~semsearch.index.IndexWriter.build_on_disk`).
     """
     from .encoder import default_backend
     from .index import AddReport, IndexWriter
@@ -369,10 +380,11 @@ def index_corpus_ray(corpus: str | os.PathLike, index: str | os.PathLike | None 
     dataset = _records_dataset(corpus, format=format, text_field=text_field, id_field=id_field)
     skipped: list[InputError] | None = [] if skip_invalid else None
     total = AddReport()
-    expected = _count_rows(source) if str(index_type).strip().lower() == "auto" else None
+    expected = _count_rows(source)  # chooses "auto"'s type, sizes an IVF index trained before the end
     with IndexWriter(index, model=model, index_type=index_type, expected_count=expected, precision=precision,
                      force=force) as writer:
         spec = writer.encoder.spec  # the driver loads the model once too: the manifest records its spec
+        writer.build_on_disk(_RayAdder(), rows_per_part=rows_per_segment, put=_ray().put)
         pending: list[Record] = []
         parts: list[np.ndarray] = []
 
@@ -399,6 +411,33 @@ def index_corpus_ray(corpus: str | os.PathLike, index: str | os.PathLike | None 
             raise InputError(source, "no valid records" if skipped else "no records: the file is empty")
     total.seconds = time.perf_counter() - started
     return total
+
+
+class _RayAdder:
+    """IVF parts filled by Ray tasks (one CPU each), retried like the encoding (see ondisk.PartAdder). Results
+    are waited for only after the encoding ends: the actors may hold every CPU until then."""
+
+    def __init__(self) -> None:
+        self._task = _ray().remote(num_cpus=1, max_retries=RETRIES)(_fill_part)
+
+    def submit(self, template, ids: np.ndarray, vectors: np.ndarray):
+        return self._task.remote(template, ids, vectors)
+
+    def result(self, handle) -> np.ndarray:
+        try:
+            return _ray().get(handle)
+        except Exception as exc:
+            raise SemsearchError(f"the Ray run failed, nothing was written: {_ray_reason(exc)}") from None
+
+
+def _fill_part(template: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    import faiss
+
+    from .index.ondisk import add_part
+
+    faiss.omp_set_num_threads(1)  # the one CPU Ray reserved
+    _maybe_crash("add")
+    return add_part(template, ids, vectors)
 
 
 def _count_rows(path: str) -> int | None:

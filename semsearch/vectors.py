@@ -415,16 +415,27 @@ class VectorStore:
 
     def _train(self) -> None:
         """Train the target type on a seeded sample of the buffered vectors and move them all in."""
-        import faiss
-
         ids, vectors = self.vectors()
-        factory = self._target or _factory_for(self.kind, self.dimension, len(ids))
-        index, factory = _new_index(self.dimension, factory, self.kind)
+        self._become_trained(vectors, len(ids))
         if len(ids):
+            self.add(ids, vectors)
+
+    def train_empty(self, vectors: np.ndarray, count: int) -> None:
+        """Train this empty store's type on ``vectors`` (a sample) for an index of ``count`` vectors (``nlist`` is
+        chosen from it); the store stays empty, ready to be copied and filled (see :mod:`semsearch.index.ondisk`)."""
+        if len(self):
+            raise SemsearchError("train_empty: the store already holds vectors")
+        self._become_trained(np.ascontiguousarray(vectors, dtype=np.float32), count)
+
+    def _become_trained(self, vectors: np.ndarray, count: int) -> None:
+        """Swap the buffer for the target index, trained on a seeded sample of ``vectors`` (sized for ``count``)."""
+        factory = self._target or _factory_for(self.kind, self.dimension, count)
+        index, factory = _new_index(self.dimension, factory, self.kind)
+        if len(vectors):
             ivf = _ivf_of(index)
             want = TRAIN_MAX if ivf is None else max(TRAIN_POINTS_PER_LIST * ivf.nlist, TRAIN_MIN)
             rng = np.random.default_rng(TRAIN_SEED)
-            rows = np.sort(rng.choice(len(ids), size=min(want, len(ids)), replace=False))
+            rows = np.sort(rng.choice(len(vectors), size=min(want, len(vectors)), replace=False))
             sample = vectors[rows]
             for clustering, most in self._clusterings(index):
                 clustering.min_points_per_centroid = 1  # small corpora: no warnings
@@ -443,8 +454,6 @@ class VectorStore:
         self.index, self.factory = index, factory
         self._inspect()
         self._configure()
-        if len(ids):
-            self.add(ids, vectors)
 
     @staticmethod
     def _clusterings(index) -> list:

@@ -221,7 +221,7 @@ def test_missing_path_directory_and_corrupt_index(cli, tmp_path, tiny_model_dir,
     manifest["format"] = 99
     (index_home / "t" / "manifest.json").write_text(json.dumps(manifest))
     assert cli("query", "--index", "t", "x").stderr == (
-        f"Error: {index_home}/t/manifest.json: index format 99 is newer than this semsearch reads (3); "
+        f"Error: {index_home}/t/manifest.json: index format 99 is newer than this semsearch reads (4); "
         "upgrade: pip install -U semsearch\n")
 
 

@@ -128,6 +128,38 @@ def test_workers_that_keep_dying_fail_the_run_and_leave_the_index(cluster, data,
         assert len(index) == 50
 
 
+@pytest.mark.ray
+def test_ivf_on_ray_is_filled_by_tasks_and_merged_on_disk(cluster, data, tiny_model_dir, index_home):
+    queries = [json.loads(line)["text"] for line in (data / "corpus.jsonl").read_text().splitlines()]
+    index_corpus(data / "corpus.jsonl", "local-ivf", model=str(tiny_model_dir), index_type="ivf")
+    # 200 vectors train the index (all of them: the same quantizer as the local write), 4 tasks fill a part each
+    index_corpus_ray(data / "corpus.jsonl", "ivf-on-ray", model=str(tiny_model_dir), index_type="ivf", workers=2,
+                     rows_per_batch=16, rows_per_segment=64)
+    assert_same_index("ivf-on-ray", "local-ivf", queries)
+    manifest = json.loads((index_home / "ivf-on-ray" / "manifest.json").read_text())
+    assert [(s["lists"], s["vectors"]) for s in manifest["segments"]] == [("seg.1.0.ivfdata", 200)]
+    assert not list((index_home / "ivf-on-ray").glob("part.*"))
+    # a task that dies while it fills a part is run again
+    cluster.write_text("add once")
+    index_corpus_ray(data / "corpus.jsonl", "ivf-retried", index_type="ivf", model=str(tiny_model_dir), workers=2,
+                     rows_per_batch=64, rows_per_segment=64)
+    assert not cluster.exists()
+    assert_same_index("ivf-retried", "local-ivf", queries[:20])
+
+
+@pytest.mark.ray
+def test_part_tasks_that_keep_dying_fail_the_run_and_write_nothing(cluster, data, tiny_model_dir, index_home):
+    cluster.write_text("add always")
+    try:
+        with pytest.raises(SemsearchError, match="the Ray run failed, nothing was written"):
+            index_corpus_ray(data / "corpus.jsonl", "never", index_type="ivf", model=str(tiny_model_dir), workers=2,
+                             rows_per_batch=64, rows_per_segment=64)
+    finally:
+        cluster.unlink(missing_ok=True)
+    assert sorted(p.name for p in (index_home / "never").iterdir()) == [".lock", ".pending"]
+    assert (index_home / "never" / ".pending").read_text() == ""
+
+
 # ------------------------------------------------------------------------------------------------ dedupe
 @pytest.mark.ray
 def test_dedupe_on_ray_returns_the_local_exact_pairs(cluster, data, tiny_model_dir, local_index):

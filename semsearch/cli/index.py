@@ -39,7 +39,8 @@ from ._options import (COSINE, POOLING_CHOICE, Finite, backend_option, chunk_opt
                    "[default: *.txt *.md *.markdown *.rst *.html *.htm]")
 @click.option("--sync", is_flag=True, help="DIR: also delete the documents of files that are gone from DIR.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: read and embed on a Ray cluster (actors load the model once); the same index comes out. "
+              help="ray: read and embed on a Ray cluster (actors load the model once); an IVF index is filled by Ray "
+                   "tasks and merged into one segment on disk. The same index comes out. "
                    "Needs: pip install 'semsearch[ray]'")
 @click.option("--address", default=None, metavar="ADDR",
               help="--engine ray: the cluster. [default: $RAY_ADDRESS, else a local one]")

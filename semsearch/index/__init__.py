@@ -4,6 +4,7 @@
 - :mod:`.manifest`: the typed manifest (the commit point)
 - :mod:`.docs`: the documents database (tombstones, lexical index, snapshots)
 - :mod:`.segments`: vector segments, searched and merged
+- :mod:`.ondisk`: IVF segments filled in parts (Ray tasks) and merged by FAISS into one lists file on disk
 - :mod:`.reader`: :class:`Index`, an open snapshot
 - :mod:`.writer`: :class:`IndexWriter` and compaction
 - :mod:`.maintenance`: info, check, repair

@@ -5,6 +5,8 @@ Files of an index (``indexes/NAME/``)::
     manifest.json        the commit point: names every file of the current generation (see manifest.py)
     docs.db              SQLite, written in place (WAL): documents, the lexical index, tombstones
     seg.<gen>.<i>.faiss  immutable vector segments
+    seg.<gen>.<i>.ivfdata  an on-disk IVF segment's inverted lists (see ondisk.py)
+    part.<gen>.<i>.faiss   parts an on-disk segment is merged from, while its write runs
     trained.<gen>.faiss  an empty trained index that IVF segments are cloned from
     .lock                held by the one writer
     .pending             the writer's journal: each file it is about to create, written before the file
@@ -33,7 +35,7 @@ DEFAULT_INDEX = "default"
 DEFAULT_ROOT = "indexes"
 # Names the index may create; anything else in the folder is the user's and is never touched.
 _OWN = re.compile(r"^(manifest\.json(\.tmp)?|docs\.db(-wal|-shm|-journal)?|docs\.\d+\.db|vectors\.\d+\.faiss|"
-                  r"seg\.\d+\.\d+\.faiss|trained\.\d+\.faiss|\.lock|\.pending)$")
+                  r"seg\.\d+\.\d+\.(faiss|ivfdata)|part\.\d+\.\d+\.faiss|trained\.\d+\.faiss|\.lock|\.pending)$")
 HOUSEKEEPING = {LOCK, PENDING}
 
 

@@ -77,12 +77,12 @@ def check(name_or_path: str | os.PathLike | None = None) -> CheckReport:
     stored = []
     files = list(manifest.segments)
     for segment in files:
-        file = path / segment.file
-        if not file.is_file():
-            report.problems.append(f"{segment.file}: missing")
+        absent = [name for name in segment.files() if not (path / name).is_file()]
+        if absent:
+            report.problems.extend(f"{name}: missing" for name in absent)
             continue
-        if segment.sha256 and sha256(file) != segment.sha256:
-            report.problems.append(f"{segment.file}: checksum differs from the manifest's")
+        report.problems.extend(f"{name}: checksum differs from the manifest's"
+                               for name, digest in segment.files().items() if digest and sha256(path / name) != digest)
         try:
             vectors = load_segment(path, manifest, segment, mmap=True)
             ids = vectors.stored_ids()
@@ -157,7 +157,8 @@ def rebuild_manifest(path: Path) -> Manifest:
         try:
             for generation, body in store.recorded_manifests():
                 manifest = Manifest.from_dict(body, db_file)
-                whole = all((path / s.file).is_file() and sha256(path / s.file) == s.sha256 for s in manifest.segments)
+                whole = all((path / name).is_file() and sha256(path / name) == digest
+                            for s in manifest.segments for name, digest in s.files().items())
                 if whole:
                     store.begin()
                     store.roll_back_to(generation)

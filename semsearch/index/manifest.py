@@ -1,6 +1,6 @@
 """The manifest: the one typed description of an index generation, and its commit point.
 
-Format 3 (segments)::
+Format 3 (segments), and format 4 when a segment keeps its inverted lists on disk (older readers refuse it)::
 
     {"format": 3, "generation": 7,
      "encoder": {model, fingerprint, pooling, normalize, dimension, max_length, lower_case, precision},
@@ -8,6 +8,8 @@ Format 3 (segments)::
                "dead": 12,                      # tombstones: vectors of deleted documents still in segments
                "trained": {"file": "trained.1.faiss", "sha256": "..."} or null},
      "segments": [{"file": "seg.1.0.faiss", "sha256": "...", "vectors": 1000, "kind": "flat", "generation": 1}],
+                                                # format 4: an on-disk IVF segment adds "lists" (its
+                                                # seg.<gen>.0.ivfdata) and "lists_sha256"
      "sqlite": {"file": "docs.db"},
      "lexical": true,                           # docs.db has the FTS5 table docs_fts
      "counts": {"documents": 988},             # and "vectors": 1204 when long documents are in passages
@@ -29,7 +31,8 @@ from ..errors import IndexDamaged, IndexFormatError
 from ..atomic import write_json_atomic
 from .files import MANIFEST, refuse_missing
 
-FORMAT_VERSION = 3  # the newest format this version reads and writes
+FORMAT_VERSION = 4  # the newest format this version reads and writes
+SEGMENTS_FORMAT = 3  # what an index without on-disk segments is written as (readers of format 3 read it)
 
 
 def now() -> str:
@@ -54,6 +57,21 @@ class Segment:
     vectors: int  # vectors in the file, tombstoned ones included
     kind: str = "flat"  # "flat", or the index's own type
     generation: int = 0
+    lists: str | None = None  # on-disk IVF (format 4): the file of its inverted lists (see ondisk.py)
+    lists_sha256: str | None = None
+
+    def files(self) -> dict[str, str]:
+        """The segment's files and their checksums."""
+        found = {self.file: self.sha256}
+        if self.lists:
+            found[self.lists] = self.lists_sha256 or ""
+        return found
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        if not self.lists:  # format 3 readers know no such keys
+            del data["lists"], data["lists_sha256"]
+        return data
 
 
 @dataclass
@@ -96,7 +114,7 @@ class Manifest:
 
     def files(self) -> set[str]:
         """Every file this generation needs."""
-        names = {self.sqlite, *(s.file for s in self.segments)}
+        names = {self.sqlite, *(name for s in self.segments for name in s.files())}
         if not self.legacy:  # SQLite's own companions of a database written in place
             names.update({self.sqlite + "-wal", self.sqlite + "-shm"})
         if self.trained:
@@ -107,8 +125,9 @@ class Manifest:
     def to_dict(self) -> dict:
         if self.legacy:
             raise IndexFormatError("a format 1/2 manifest is migrated, never written")
-        return {"format": FORMAT_VERSION, "generation": self.generation, "encoder": self.encoder.to_dict(),
-                "faiss": self.faiss, "segments": [asdict(s) for s in self.segments],
+        written = FORMAT_VERSION if any(s.lists for s in self.segments) else SEGMENTS_FORMAT
+        return {"format": written, "generation": self.generation, "encoder": self.encoder.to_dict(),
+                "faiss": self.faiss, "segments": [s.to_dict() for s in self.segments],
                 "sqlite": {"file": self.sqlite}, "lexical": self.lexical,
                 "counts": self._counts(), "created": self.created, "updated": self.updated,
                 "versions": self.versions}
@@ -151,7 +170,7 @@ class Manifest:
                 faiss = {k: v for k, v in faiss.items() if k not in ("file", "sha256")}
                 faiss["legacy_sqlite_sha256"] = data["sqlite"].get("sha256")
                 lexical, legacy = False, True
-            for name in [sqlite, *(s.file for s in segments)]:
+            for name in [sqlite, *(name for s in segments for name in s.files())]:
                 if not isinstance(name, str) or "/" in name or name.startswith("."):
                     raise IndexDamaged(f"{where}: damaged manifest (bad file name {name!r}); "
                                        "run: semsearch check --repair")

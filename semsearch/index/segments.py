@@ -3,8 +3,9 @@
 A write adds one segment holding the vectors it embedded. Small segments are exact flat indexes; a segment
 of :data:`TYPED_SEGMENT_MIN` vectors or more (and compaction's merged segment) uses the index's own type
 (HNSW, IVF, ...). IVF segments are cloned from the empty trained index of the first write (``trained.*.faiss``),
-so every segment shares one quantizer. Deleted documents are tombstones in SQLite: searches exclude their row
-ids with an ID selector until compaction rewrites the segments without them.
+so every segment shares one quantizer; an on-disk IVF segment (:mod:`.ondisk`, written by ``--engine ray``)
+keeps its inverted lists in a file of its own, memory-mapped. Deleted documents are tombstones in SQLite:
+searches exclude their row ids with an ID selector until compaction rewrites the segments without them.
 
 Results of all segments are merged by score, ties by row id (earlier writes first); each segment is asked for every
 vector tied with its k-th score (FAISS keeps an arbitrary part of a tie at the cut-off), so for flat segments the
@@ -38,13 +39,21 @@ def trained_name(generation: int) -> str:
 
 
 def load_segment(folder: Path, manifest: Manifest, segment: Segment, *, mmap: bool, verify: bool = False) -> VectorStore:
-    """Read one segment; ``verify`` checks its checksum first (a writer that builds on it)."""
+    """Read one segment; ``verify`` checks its checksums first (a writer that builds on it)."""
     path = folder / segment.file
-    if verify and segment.sha256 and sha256(path) != segment.sha256:
-        raise IndexDamaged(f"{path}: checksum differs from the manifest's; run: semsearch check --repair")
+    if verify:
+        for name, digest in segment.files().items():
+            if digest and sha256(folder / name) != digest:
+                raise IndexDamaged(f"{folder / name}: checksum differs from the manifest's; "
+                                   "run: semsearch check --repair")
     meta = dict(manifest.faiss) if segment.kind != "flat" else {"type": "flat", "factory": DEFAULT_FACTORY}
     try:
-        store = VectorStore.load(path, meta, mmap=mmap)
+        if segment.lists:  # always mapped: its lists may be larger than memory
+            from .ondisk import read_segment
+
+            store = read_segment(path, folder / segment.lists, meta)
+        else:
+            store = VectorStore.load(path, meta, mmap=mmap)
     except RuntimeError as exc:
         if not path.exists():
             raise FileNotFoundError(path) from None

@@ -116,6 +116,7 @@ class IndexWriter:
         self.store: DocStore | None = None
         self.old: Manifest | None = None
         self.compacted: CompactReport | None = None
+        self._builder = None  # an OnDiskBuilder that takes this write's vectors instead of self.vectors
 
     # -------------------------------------------------------------- lifecycle
     def __enter__(self) -> "IndexWriter":
@@ -292,11 +293,21 @@ class IndexWriter:
         fresh = self.old is None or self._replacing
         segments = [] if fresh else list(self.old.segments)
         faiss_meta = dict(self.old.faiss) if self.old else {}
-        if len(self.vectors) or fresh:
+        if self._builder is not None:
+            built = self._builder.finish()
+            if isinstance(built, Segment):
+                segments.append(built)
+                if fresh:
+                    faiss_meta = {**self._builder.template.manifest(), "dead": 0,
+                                  "trained": self._save_template(self._builder.template)}
+            else:  # too few vectors for a segment of the index's type: a flat one, as any small write
+                self.vectors.add(*built)
+            self._builder = None
+        if len(self.vectors) or fresh and not segments:
             segment, faiss_meta = self._save_segment(faiss_meta, fresh)
             segments.append(segment)
         if self.old is not None and self._replacing:  # removed once the new manifest no longer names them
-            add_pending(self.path, [s.file for s in self.old.segments]
+            add_pending(self.path, [name for s in self.old.segments for name in s.files()]
                         + ([self.old.trained["file"]] if self.old.trained else []))
         manifest = self._manifest(segments, faiss_meta, count)
         manifest.vectors = live_expected
@@ -418,7 +429,7 @@ class IndexWriter:
         self._documents -= len(rowids)
         if mine:
             ids = self.store.vector_ids_for(mine)
-            self.vectors.remove(ids)
+            self._sink.remove(ids)
             self._vectors -= len(ids)
             self.store.execute(f"delete from docs where rowid in ({','.join('?' * len(mine))})", mine)
         if older:
@@ -426,6 +437,11 @@ class IndexWriter:
             self._dead += len(ids)
             self._vectors -= len(ids)
             self.store.mark_deleted(older, self.generation)
+
+    @property
+    def _sink(self):
+        """Where this write's vectors go: the on-disk builder when there is one, else the in-memory segment."""
+        return self._builder if self._builder is not None else self.vectors
 
     @property
     def chunker(self):
@@ -497,7 +513,7 @@ class IndexWriter:
             embedded = np.ascontiguousarray(given[rows], dtype=np.float32)
             report.passages += len(todo)
         self._retire(replaced)
-        self.vectors.add(ids, embedded)
+        self._sink.add(ids, embedded)
         self._vectors += len(ids)
         self.store.insert(
             (rowid, r.id, r.text, json.dumps(r.meta, ensure_ascii=False), r.hash, source, r.line, self.generation,
@@ -515,6 +531,33 @@ class IndexWriter:
             self._retire(sorted(rowids))
             self._dirty = True
         return len(rowids)
+
+    def build_on_disk(self, adder, *, rows_per_part: int = 65536, put=None) -> bool:
+        """Write this write's vectors as one on-disk IVF segment (:mod:`semsearch.index.ondisk`): trained on a
+        sample (a new index) or with the index's trained template, added in parts by ``adder``, merged by FAISS at
+        commit. True when the index's type allows it (an ``IndexIVF`` at the top); otherwise nothing changes.
+        ``put`` shares the serialised template with the adder (Ray: ``ray.put``). Call it before adding."""
+        from .ondisk import OnDiskBuilder, mergeable, mergeable_type
+
+        if self._dirty:
+            raise SemsearchError("build_on_disk: call it before adding anything")
+        if self._replacing:
+            return False
+        dimension = self.spec.dimension if self.spec else self.encoder.dimension
+        template = None
+        if self.old is None:
+            if not mergeable_type(self._kind, dimension):
+                return False
+        else:
+            if not self.old.trained:
+                return False
+            template, _ = new_segment_store(self.path, self.old, TYPED_SEGMENT_MIN)
+            if not mergeable(template.index):
+                return False
+        self._builder = OnDiskBuilder(self.path, self.generation, dimension, self._kind, adder, template=template,
+                                      expected=self._expected_count, rows_per_part=rows_per_part,
+                                      **({"put": put} if put is not None else {}))
+        return True
 
     def ids_where(self, filters: Sequence) -> list[str]:
         """Ids of the documents (as this write left them so far) whose metadata meets every filter."""
@@ -660,7 +703,7 @@ def _compact(path: Path, *, full: bool, encoder: "Encoder | None") -> CompactRep
                                  "committed")
         store.record_manifest(generation, manifest.to_dict())
         store.commit()
-        add_pending(path, [s.file for s in merge])  # no longer named once the new manifest is current
+        add_pending(path, [name for s in merge for name in s.files()])  # not named once the new manifest is current
         manifest.save(path)
     except BaseException:
         store.rollback()

@@ -1,0 +1,317 @@
+"""On-disk IVF segments: trained once on a sample, filled in parts (on Ray workers or here), merged by FAISS.
+
+A corpus too large for one process's memory is written like this (``semsearch index --engine ray`` with an IVF
+type whose top level is FAISS's ``IndexIVF``: ``ivf``, or a factory string such as ``IVF4096,PQ48``):
+
+1. **Train on a sample.** The first vectors of the write (64 per inverted list, at least 20,000, the rule of
+   :mod:`semsearch.vectors`) train an empty index; a new index keeps it as ``trained.<gen>.faiss``, and a write
+   to an existing IVF index uses the one it has.
+2. **Add in parts.** Each block of vectors is added to a copy of that empty index by a :class:`PartAdder`
+   (Ray tasks in :mod:`semsearch.distributed`, or in this process) and comes back as a FAISS file:
+   ``part.<gen>.<i>.faiss``, journalled like every file a writer creates.
+3. **Merge on disk.** FAISS's ``OnDiskInvertedLists.merge_from_multiple`` copies the parts' memory-mapped lists
+   into one file of inverted lists, ``seg.<gen>.0.ivfdata``, beside a small ``seg.<gen>.0.faiss`` (quantizer and
+   list offsets). The manifest names both, with their checksums; the parts go when it is committed.
+
+Readers map the lists file read-only. FAISS stores the lists file's absolute path in the segment; it is read
+here from the segment's own folder instead, so an index folder can be moved or copied.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+import numpy as np
+
+from ..errors import IndexDamaged, SemsearchError
+from ..vectors import (TRAIN_MIN, TRAIN_POINTS_PER_LIST, VectorStore, _factory_for, _new_index, nlist_for)
+from .files import add_pending, os_error, sha256
+from .manifest import Segment
+from .segments import TYPED_SEGMENT_MIN, save_segment, segment_name
+
+if TYPE_CHECKING:
+    import faiss
+
+
+def lists_name(generation: int, number: int = 0) -> str:
+    return f"seg.{generation}.{number}.ivfdata"
+
+
+def part_name(generation: int, number: int) -> str:
+    return f"part.{generation}.{number}.faiss"
+
+
+def mergeable(index: "faiss.Index") -> bool:
+    """Whether FAISS's on-disk merge takes this index: an ``IndexIVF`` at the top (it keeps the row ids itself).
+    ``ivfpq`` (an ID map over a re-ranked IVF-PQ) and graph or flat types do not."""
+    import faiss
+
+    return isinstance(faiss.downcast_index(index), faiss.IndexIVF)
+
+
+def mergeable_type(kind: str, dimension: int) -> bool:
+    """:func:`mergeable` for an index type not built yet."""
+    try:
+        index, _ = _new_index(dimension, _factory_for(kind, dimension, 100_000), kind)
+    except SemsearchError:
+        return False
+    return mergeable(index)
+
+
+def train_size(count: int) -> int:
+    """Vectors to train an IVF index for ``count`` vectors on: 64 per list, at least :data:`TRAIN_MIN`."""
+    return max(TRAIN_POINTS_PER_LIST * nlist_for(max(1, count)), TRAIN_MIN)
+
+
+# ------------------------------------------------------------------------------------------- parts
+def serialize(store: VectorStore) -> np.ndarray:
+    import faiss
+
+    return faiss.serialize_index(store.index)
+
+
+def add_part(template: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """A copy of the empty trained index (serialised) holding these vectors, serialised: one part."""
+    import faiss
+
+    index = faiss.deserialize_index(np.asarray(template))
+    index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
+    return faiss.serialize_index(index)
+
+
+class PartAdder(Protocol):
+    """Where parts are filled: ``submit`` starts one, ``result`` waits for its serialised index."""
+
+    def submit(self, template: Any, ids: np.ndarray, vectors: np.ndarray) -> Any: ...
+
+    def result(self, handle: Any) -> np.ndarray: ...
+
+
+class LocalAdder:
+    """Parts filled in this process, one at a time (tests, and a machine without Ray)."""
+
+    def submit(self, template: Any, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        return add_part(template, ids, vectors)
+
+    def result(self, handle: np.ndarray) -> np.ndarray:
+        return handle
+
+
+# ------------------------------------------------------------------------------------------- writing
+class OnDiskBuilder:
+    """Takes a write's vectors in row-id order (``add``; ``remove`` for ones replaced within the write) in place
+    of the writer's in-memory segment, and at commit builds one on-disk segment (:meth:`finish`).
+
+    ``template``: the index's trained empty IVF index (None for a new index: trained here on the first
+    :func:`train_size` vectors of ``expected`` ones). ``rows_per_part``: vectors per part.
+    """
+
+    def __init__(self, folder: Path, generation: int, dimension: int, kind: str, adder: PartAdder, *,
+                 template: VectorStore | None = None, expected: int | None = None, rows_per_part: int = 65536,
+                 put: Callable[[np.ndarray], Any] = lambda data: data) -> None:
+        self.folder = folder
+        self.generation = generation
+        self.dimension = dimension
+        self.kind = kind
+        self.adder = adder
+        self.template = template
+        self.fresh = template is None
+        self.expected = expected
+        self.rows_per_part = max(1, rows_per_part)
+        self._put = put  # how the serialised template is shared with the adder (Ray: the object store)
+        self._shared = None
+        self._ids: list[np.ndarray] = []  # vectors not handed to a part yet
+        self._vectors: list[np.ndarray] = []
+        self._buffered = 0
+        self._parts: list[tuple[Any, np.ndarray]] = []  # (handle, ids) per part, in order
+        self._removed: list[np.ndarray] = []  # ids replaced within this write after their part was started
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def _hold(self) -> int:
+        """Vectors buffered before the first part starts: the training sample, or (existing index) enough to
+        prove the write large enough for a segment of the index's type."""
+        if self.template is None:
+            return train_size(self.expected or 0)
+        return TYPED_SEGMENT_MIN if not self._parts else self.rows_per_part
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if not len(ids):
+            return
+        self._ids.append(np.asarray(ids, dtype=np.int64))
+        self._vectors.append(np.ascontiguousarray(vectors, dtype=np.float32))
+        self._buffered += len(ids)
+        self._count += len(ids)
+        if self._buffered >= self._hold:
+            if self.template is None:
+                self._train(done=False)
+            while self._buffered >= self.rows_per_part:
+                self._start_part(self.rows_per_part)
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Forget vectors added earlier in this write (their documents were replaced again)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(ids):
+            return 0
+        removed = 0
+        for n, part in enumerate(self._ids):
+            keep = ~np.isin(part, ids)
+            removed += int(np.count_nonzero(~keep))
+            self._ids[n], self._vectors[n] = part[keep], self._vectors[n][keep]
+        self._buffered -= removed
+        started = ids[np.isin(ids, np.concatenate([p for _, p in self._parts]))] if self._parts else ids[:0]
+        if len(started):
+            self._removed.append(started)
+        self._count -= removed + len(started)
+        return removed + len(started)
+
+    def _take(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        ids, vectors = self._joined()
+        self._ids, self._vectors = [ids[count:]], [vectors[count:]]
+        self._buffered = len(ids) - count
+        return ids[:count], vectors[:count]
+
+    def _joined(self) -> tuple[np.ndarray, np.ndarray]:
+        """The buffered vectors as one array (and their ids), kept so for the next part."""
+        if len(self._ids) != 1:
+            self._ids, self._vectors = [np.concatenate(self._ids)], [np.concatenate(self._vectors)]
+        return self._ids[0], self._vectors[0]
+
+    def _train(self, *, done: bool) -> None:
+        """Train the empty index on the buffered vectors (all of the write when ``done``), sized for the
+        expected count (the real one when the write is complete)."""
+        ids, vectors = self._joined()
+        count = len(ids) if done else max(len(ids), self.expected or 0)
+        store = VectorStore.create(self.dimension, self.kind)
+        store.train_empty(vectors, count)
+        self.template = store
+
+    def _start_part(self, count: int) -> None:
+        if self._shared is None:
+            self._shared = self._put(serialize(self.template))
+        ids, vectors = self._take(count)
+        self._parts.append((self.adder.submit(self._shared, ids, vectors), ids))
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray] | Segment:
+        """The on-disk segment, its parts merged; or, for a write to an existing index too small for a segment
+        of its type, the buffered ``(ids, vectors)`` for the writer's flat segment."""
+        if not self._parts and (not self._buffered or not self.fresh and self._buffered < TYPED_SEGMENT_MIN):
+            if not self._buffered:
+                return np.zeros(0, np.int64), np.zeros((0, self.dimension), np.float32)
+            return self._take(self._buffered)
+        if self.template is None:
+            self._train(done=True)
+        while self._buffered:
+            self._start_part(min(self._buffered, self.rows_per_part))
+        names = self._write_parts()
+        return self._merge(names)
+
+    def _write_parts(self) -> list[str]:
+        """Wait for each part in order and write it to its journalled file."""
+        import faiss
+
+        removed = np.concatenate(self._removed) if self._removed else np.zeros(0, np.int64)
+        names = []
+        for number, (handle, ids) in enumerate(self._parts):
+            name = part_name(self.generation, number)
+            add_pending(self.folder, [name])
+            data = self.adder.result(handle)
+            if len(removed) and np.isin(ids, removed).any():  # replaced within this write: drop them here
+                index = faiss.deserialize_index(data)
+                index.remove_ids(removed[np.isin(removed, ids)])
+                data = faiss.serialize_index(index)
+            try:
+                with open(self.folder / name, "wb") as fh:
+                    fh.write(memoryview(np.ascontiguousarray(data)))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                raise os_error(self.folder, exc) from None
+            names.append(name)
+            self._parts[number] = (None, ids)  # the part's bytes are on disk now
+        return names
+
+    def _merge(self, parts: list[str]) -> Segment:
+        """FAISS's on-disk merge of the parts into ``seg.<gen>.0.faiss`` + ``seg.<gen>.0.ivfdata``."""
+        import faiss
+
+        name, lists = segment_name(self.generation), lists_name(self.generation)
+        add_pending(self.folder, [name, lists])
+        readers = [faiss.read_index(str(self.folder / part), faiss.IO_FLAG_MMAP) for part in parts]
+        needed = sum(int(r.ntotal) for r in readers) * (faiss.extract_index_ivf(readers[0]).code_size + 8) \
+            if readers else 0
+        if shutil.disk_usage(self.folder).free < needed + (64 << 20):
+            raise os_error(self.folder, OSError(28, "No space left on device"))
+        merged = faiss.clone_index(self.template.index)
+        ivf = faiss.extract_index_ivf(merged)
+        on_disk = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(self.folder / lists))
+        sources = faiss.InvertedListsPtrVector()
+        for reader in readers:
+            sources.push_back(faiss.extract_index_ivf(reader).invlists)
+        with _quiet_c_stdout():  # FAISS prints "resizing <file> to <n> bytes" on standard output
+            total = on_disk.merge_from_multiple(sources.data(), sources.size(), False)
+        merged.ntotal = ivf.ntotal = total
+        ivf.replace_invlists(on_disk, True)
+        on_disk.this.disown()  # the index owns the lists now
+        del readers, sources
+        store = VectorStore(merged, self.template.factory, self.template.kind, search=self.template.search_defaults,
+                            build=self.template.build)
+        save_segment(store, self.folder / name)
+        with open(self.folder / lists, "rb+") as fh:
+            os.fsync(fh.fileno())
+        return Segment(name, sha256(self.folder / name), int(total), self.template.kind, self.generation,
+                       lists=lists, lists_sha256=sha256(self.folder / lists))
+
+
+@contextmanager
+def _quiet_c_stdout():
+    """Send what C code prints on file descriptor 1 to /dev/null for a block (Python's own output is flushed
+    first and unaffected after). The one caller runs in a writer, which prints nothing meanwhile."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    libc.fflush(None)
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        libc.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+# ------------------------------------------------------------------------------------------- reading
+def read_segment(path: Path, lists: Path, meta: dict) -> VectorStore:
+    """An on-disk segment with its lists file mapped read-only, from the segment's own folder (FAISS's stored
+    path is where it was built). A lists file shorter than its offsets say is damage, not a crash later."""
+    import faiss
+
+    index = faiss.read_index(str(path), faiss.IO_FLAG_SKIP_IVF_DATA | faiss.IO_FLAG_READ_ONLY)
+    ivf = faiss.extract_index_ivf(index) if mergeable(index) else None
+    on_disk = faiss.downcast_InvertedLists(ivf.invlists) if ivf is not None else None
+    if not isinstance(on_disk, faiss.OnDiskInvertedLists):
+        raise IndexDamaged(f"{path}: the manifest names a lists file for it, but it is not an on-disk IVF index; "
+                           "run: semsearch check --repair")
+    try:
+        size = lists.stat().st_size
+    except FileNotFoundError:
+        raise FileNotFoundError(lists) from None
+    if size < on_disk.totsize:
+        raise IndexDamaged(f"{lists}: holds {size} bytes, its segment needs {on_disk.totsize}; "
+                           "run: semsearch check --repair")
+    on_disk.filename = str(lists)
+    on_disk.do_mmap()
+    on_disk.prefetch_nthread = 0  # its prefetch threads cost ~4 ms a query; the page cache does better
+    return VectorStore(index, meta.get("factory"), meta.get("type", "ivf"), search=meta.get("search"),
+                       build=meta.get("build"))
