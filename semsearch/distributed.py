@@ -423,6 +423,10 @@ class _RayAdder:
     def submit(self, template, ids: np.ndarray, vectors: np.ndarray):
         return self._task.remote(template, ids, vectors)
 
+    def ready(self, handle) -> bool:
+        done, _ = _ray().wait([handle], timeout=0)
+        return bool(done)
+
     def result(self, handle) -> np.ndarray:
         try:
             return _ray().get(handle)

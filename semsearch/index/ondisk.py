@@ -85,9 +85,12 @@ def add_part(template: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> np.n
 
 
 class PartAdder(Protocol):
-    """Where parts are filled: ``submit`` starts one, ``result`` waits for its serialised index."""
+    """Where parts are filled: ``submit`` starts one, ``ready`` says without waiting whether it is done,
+    ``result`` waits for its serialised index."""
 
     def submit(self, template: Any, ids: np.ndarray, vectors: np.ndarray) -> Any: ...
+
+    def ready(self, handle: Any) -> bool: ...
 
     def result(self, handle: Any) -> np.ndarray: ...
 
@@ -97,6 +100,9 @@ class LocalAdder:
 
     def submit(self, template: Any, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         return add_part(template, ids, vectors)
+
+    def ready(self, handle: np.ndarray) -> bool:
+        return True
 
     def result(self, handle: np.ndarray) -> np.ndarray:
         return handle
@@ -128,7 +134,8 @@ class OnDiskBuilder:
         self._ids: list[np.ndarray] = []  # vectors not handed to a part yet
         self._vectors: list[np.ndarray] = []
         self._buffered = 0
-        self._parts: list[tuple[Any, np.ndarray]] = []  # (handle, ids) per part, in order
+        self._parts: list[tuple[Any, np.ndarray]] = []  # (handle, ids) per part, in order; handle None: written
+        self._written: list[str] = []  # part files written, in order
         self._removed: list[np.ndarray] = []  # ids replaced within this write after their part was started
         self._count = 0
 
@@ -199,6 +206,8 @@ class OnDiskBuilder:
             self._shared = self._put(serialize(self.template))
         ids, vectors = self._take(count)
         self._parts.append((self.adder.submit(self._shared, ids, vectors), ids))
+        while len(self._written) < len(self._parts) and self.adder.ready(self._parts[len(self._written)][0]):
+            self._write_part(len(self._written))  # what is done goes to disk now, in order
 
     def finish(self) -> tuple[np.ndarray, np.ndarray] | Segment:
         """The on-disk segment, its parts merged; or, for a write to an existing index too small for a segment
@@ -215,29 +224,37 @@ class OnDiskBuilder:
         return self._merge(names)
 
     def _write_parts(self) -> list[str]:
-        """Wait for each part in order and write it to its journalled file."""
+        """Wait for the parts not written yet, in order, and write them; then take the documents replaced later
+        in this write out of the parts that hold them. The names of all part files."""
         import faiss
 
+        while len(self._written) < len(self._parts):
+            self._write_part(len(self._written))
         removed = np.concatenate(self._removed) if self._removed else np.zeros(0, np.int64)
-        names = []
-        for number, (handle, ids) in enumerate(self._parts):
-            name = part_name(self.generation, number)
-            add_pending(self.folder, [name])
-            data = self.adder.result(handle)
-            if len(removed) and np.isin(ids, removed).any():  # replaced within this write: drop them here
-                index = faiss.deserialize_index(data)
+        for (_, ids), name in zip(self._parts, self._written):
+            if len(removed) and np.isin(ids, removed).any():
+                index = faiss.read_index(str(self.folder / name))
                 index.remove_ids(removed[np.isin(removed, ids)])
-                data = faiss.serialize_index(index)
-            try:
-                with open(self.folder / name, "wb") as fh:
-                    fh.write(memoryview(np.ascontiguousarray(data)))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except OSError as exc:
-                raise os_error(self.folder, exc) from None
-            names.append(name)
-            self._parts[number] = (None, ids)  # the part's bytes are on disk now
-        return names
+                self._save_part(faiss.serialize_index(index), name)
+        return self._written
+
+    def _write_part(self, number: int) -> None:
+        """Write part ``number`` (the next in order) to its journalled file."""
+        handle, ids = self._parts[number]
+        name = part_name(self.generation, number)
+        add_pending(self.folder, [name])
+        self._save_part(self.adder.result(handle), name)
+        self._parts[number] = (None, ids)
+        self._written.append(name)
+
+    def _save_part(self, data: np.ndarray, name: str) -> None:
+        try:
+            with open(self.folder / name, "wb") as fh:
+                fh.write(memoryview(np.ascontiguousarray(data)))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise os_error(self.folder, exc) from None
 
     def _merge(self, parts: list[str]) -> Segment:
         """FAISS's on-disk merge of the parts into ``seg.<gen>.0.faiss`` + ``seg.<gen>.0.ivfdata``."""
