@@ -151,11 +151,12 @@ def test_ivf_on_ray_is_filled_by_tasks_and_merged_on_disk(cluster, data, tiny_mo
 def test_part_tasks_that_keep_dying_fail_the_run_and_write_nothing(cluster, data, tiny_model_dir, index_home):
     cluster.write_text("add always")
     try:
-        with pytest.raises(SemsearchError, match="the Ray run failed, nothing was written"):
-            index_corpus_ray(data / "corpus.jsonl", "never", index_type="ivf", model=str(tiny_model_dir), workers=2,
-                             rows_per_batch=64, rows_per_segment=64)
+        result = run_cli("index", data / "corpus.jsonl", "--index", "never", "--engine", "ray", "--index-type", "ivf",
+                         "-m", tiny_model_dir, "--workers", "2", code=1)
     finally:
         cluster.unlink(missing_ok=True)
+    assert result.stderr.startswith("Error: the Ray run failed, nothing was written: ")
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.output
     assert sorted(p.name for p in (index_home / "never").iterdir()) == [".lock", ".pending"]
     assert (index_home / "never" / ".pending").read_text() == ""
 
