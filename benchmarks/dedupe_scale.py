@@ -127,7 +127,7 @@ def child(step: str, matrix: str, out: str, options: dict) -> None:
         return exact_sample(x, options["rows"], base)
     wall, cpu = time.perf_counter(), time.process_time()
     if step == "partitioned":
-        pairs, cells = mine_partitioned(x, THRESHOLD)
+        pairs, cells = mine_partitioned(x, THRESHOLD, spill=options.get("spill"))
         result["note"] = cells.describe(n)
         result["comparisons"] = cells.comparisons
     elif step == "exact":
@@ -218,7 +218,7 @@ def spawn(*args: str) -> dict:
 # ----------------------------------------------------------------------------------------------- cases
 def run_set(name: str, path: Path, args) -> list[dict]:
     n = len(np.load(path, mmap_mode="r"))
-    mmap = json.dumps({"mmap": n > CHUNK})
+    mmap = json.dumps({"mmap": n > CHUNK, "spill": args.spill})
     work = _data.CACHE / "dedupe-scale"
     work.mkdir(parents=True, exist_ok=True)
     found = work / f"{name}-{n}-partitioned.npy"
@@ -265,9 +265,11 @@ def setup_lines(args) -> list[str]:
             f"load average at the start {' / '.join(f'{v:.1f}' for v in os.getloadavg())}.",
             f"- Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"numpy {np.__version__}, faiss {version('faiss-cpu')}.",
-            f"- Threshold {THRESHOLD}. Partitioned: `mine_partitioned` defaults (√n k-means cells, 10 rounds on 32 "
-            "points per cell, spill up to 3 cells within 0.3 of the proven border distance, exact miner per cell "
-            "over the pairs with a document at home there). "
+            f"- Threshold {THRESHOLD}. Partitioned: `mine_partitioned` "
+            + ("defaults" if args.spill is None else f"defaults but `spill={args.spill}`")
+            + " (√n k-means cells, 10 rounds on 32 points per cell, spill up to "
+            f"{3 if args.spill is None else args.spill} cells within 0.3 of the proven border distance, exact miner "
+            "per cell over the pairs with a document at home there). "
             "Exact: `mine_pairs` (bfloat16 blocks where faster, float64 re-scoring).",
             f"- Each step runs once in a fresh subprocess that loads the matrix from .npy (memory-mapped above "
             f"{CHUNK:,} rows); time covers mining only. Peak = the process's VmHWM (Python, torch, the matrix, "
@@ -325,6 +327,10 @@ def main() -> None:
     parser.add_argument("--exact-rows", type=int, default=16_384, help="sampled rows of the exact extrapolation")
     parser.add_argument("--recall-rows", type=int, default=2_000, help="sampled documents: recall above --exact-full")
     parser.add_argument("--big", type=int, default=10_000_000, help="clustered, partitioned only (0: skip)")
+    parser.add_argument("--spill", type=int, default=None,
+                        help="cells a document may spill to (default: the library's); results go to "
+                             "dedupe-scale-spill<S>.md")
+    parser.add_argument("--big-only", action="store_true", help="only the big case (no 100k/1M sets)")
     parser.add_argument("--child", nargs=4, metavar=("STEP", "MATRIX", "OUT", "OPTIONS"), help=argparse.SUPPRESS)
     parser.add_argument("--recall", nargs=4, metavar=("MATRIX", "FOUND", "EXACT", "OPTIONS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -342,7 +348,7 @@ def main() -> None:
     args.partitioned_only_above = max(args.sizes)
     rows: list[dict] = []
     notes: list[str] = []
-    for name in args.sets:
+    for name in ([] if args.big_only else args.sets):
         for n in args.sizes:
             path = clustered_file(n) if name == "clustered" else realish_file(n, real_limit)
             rows.extend(run_set(name, path, args))
@@ -357,9 +363,10 @@ def main() -> None:
     lines = report(rows, args, notes)
     print("\n".join(lines))
     if not args.quick:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text("\n".join(lines), encoding="utf-8")
-        print(f"wrote {RESULTS}", file=sys.stderr)
+        out = RESULTS if args.spill is None else RESULTS.with_name(f"dedupe-scale-spill{args.spill}.md")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(lines), encoding="utf-8")
+        print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -154,3 +154,18 @@ def chunker_for(spec: "EncoderSpec", chunking: Chunking | None) -> Chunker | Non
                                 "passages; use --no-chunk")
         return None
     return Chunker.for_model(path, spec.max_length, chunking)
+
+
+def passages_of(chunker: Chunker | None, text: str, max_length: int) -> list[tuple[int, int]] | None:
+    """How an index write cuts ``text``: its passages' spans, or None when it is one passage, the whole text
+    (it fits the model's ``max_length``, there is no chunker, or the chunker makes one window of it). A word
+    piece covers at least one character, so only texts longer than the limit in characters are tokenised."""
+    if chunker is None or len(text) <= max_length - 2:
+        return None
+    spans = chunker.split(text)
+    return spans if len(spans) > 1 else None
+
+
+def passage_texts(text: str, spans: list[tuple[int, int]] | None) -> list[str]:
+    """The texts to embed for a document cut into ``spans`` (None: the whole text)."""
+    return [text] if not spans else [text[start:end] for start, end in spans]

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
+from .chunking import Chunking
 from .errors import InputError, SemsearchError
 
 if TYPE_CHECKING:
@@ -242,10 +243,12 @@ def _rows_table(rows: list[dict]):
 
 # ----------------------------------------------------------------------------------------------- encoding
 class _Embed:
-    """A Ray Data actor: loads the encoder once, adds a ``vector`` column to each batch of records."""
+    """A Ray Data actor: loads the encoder once and adds to each batch of records its vectors (``vectors``: one
+    per passage, flattened) and the passages' spans (``spans``: flattened pairs; null for one passage, the whole
+    text), cut as a local write cuts them (``chunking``; None: each text whole, truncated by the model)."""
 
     def __init__(self, model: str | None, spec: dict | None, backend: str, precision: str, batch_size: int,
-                 threads: int) -> None:
+                 threads: int, chunking: "Chunking | None" = None) -> None:
         import torch
 
         from .encoder import Encoder, EncoderSpec
@@ -260,23 +263,34 @@ class _Embed:
         else:
             self.encoder = Encoder.load(model, backend=backend, precision=precision)
         self.batch_size = batch_size
+        from .chunking import chunker_for
+
+        self.chunker = chunker_for(self.encoder.spec, chunking)
 
     def __call__(self, batch):
         import pyarrow as pa
 
+        from .chunking import passage_texts, passages_of
+
         _maybe_crash("embed")
         texts = batch.column("text").to_pylist()
-        good = [i for i, t in enumerate(texts) if t is not None]
+        max_length = self.encoder.spec.max_length
+        spans = [passages_of(self.chunker, t, max_length) if t is not None else None for t in texts]
+        pieces = [[] if t is None else passage_texts(t, s) for t, s in zip(texts, spans)]
+        counts = np.array([len(p) for p in pieces], dtype=np.int64)
         d = self.encoder.dimension
-        vectors = np.zeros((len(texts), d), dtype=np.float32)
         started = time.perf_counter()
-        if good:
-            vectors[good] = self.encoder.encode([texts[i] for i in good], batch_size=self.batch_size,
-                                                show_progress=False)
+        flat = [piece for p in pieces for piece in p]
+        vectors = (self.encoder.encode(flat, batch_size=self.batch_size, show_progress=False) if flat
+                   else np.zeros((0, d), np.float32))
         seconds = (time.perf_counter() - started) / max(1, len(texts))  # per row: the column sums to actor time
-        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), d)
-        return batch.append_column("vector", column).append_column(
-            "encode_s", pa.array(np.full(len(texts), seconds), type=pa.float64()))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        passages = pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, np.float32).reshape(-1)), d)
+        column = pa.ListArray.from_arrays(pa.array(offsets), passages)
+        flat_spans = [None if s is None else [x for span in s for x in span] for s in spans]
+        return (batch.append_column("vectors", column)
+                .append_column("spans", pa.array(flat_spans, type=pa.list_(pa.int64())))
+                .append_column("encode_s", pa.array(np.full(len(texts), seconds), type=pa.float64())))
 
 
 def _maybe_crash(stage: str) -> None:
@@ -296,8 +310,9 @@ def _maybe_crash(stage: str) -> None:
 
 
 def _embedded_batches(dataset, *, model: str | None, spec: dict | None, backend: str, precision: str,
-                      batch_size: int, workers: int | None, rows_per_batch: int, gpus: float) -> Iterator:
-    """The dataset's batches, in input order, each with its vectors."""
+                      batch_size: int, workers: int | None, rows_per_batch: int, gpus: float,
+                      chunking: "Chunking | None" = None) -> Iterator:
+    """The dataset's batches, in input order, each with its vectors (passages cut by ``chunking``)."""
     ray = _ray()
     import warnings
 
@@ -309,7 +324,7 @@ def _embedded_batches(dataset, *, model: str | None, spec: dict | None, backend:
         warnings.simplefilter("ignore", DeprecationWarning)
         encoded = dataset.map_batches(
             _Embed, fn_constructor_kwargs=dict(model=model, spec=spec, backend=backend, precision=precision,
-                                               batch_size=batch_size, threads=threads),
+                                               batch_size=batch_size, threads=threads, chunking=chunking),
             batch_size=rows_per_batch, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=1 if gpus else threads, num_gpus=gpus or None, max_restarts=RETRIES,
             max_task_retries=RETRIES)
@@ -332,14 +347,19 @@ def _quiet_ray_data() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def _batch_records(batch, skipped: list[InputError] | None) -> tuple[list["Record"], np.ndarray]:
-    """Records and vectors of one encoded batch; an error row raises (or is collected in ``skipped``)."""
+def _batch_records(batch, skipped: list[InputError] | None) -> tuple[list["Record"], np.ndarray,
+                                                                     list[list[tuple[int, int]] | None]]:
+    """Records, vectors (one row per passage) and each record's passage spans (None: the whole text) of one
+    encoded batch; an error row raises (or is collected in ``skipped``)."""
     from .corpus import Record
 
     columns = {c: batch.column(c).to_pylist() for c in _COLUMNS}
-    vectors = batch.column("vector")
-    d = vectors.type.list_size
-    matrix = vectors.combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(len(batch), d)
+    vectors = batch.column("vectors").combine_chunks()  # list<fixed_size_list<float32, d>>: passages per row
+    d = vectors.type.value_type.list_size
+    matrix = vectors.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
+    bounds = np.asarray(vectors.offsets)
+    bounds = bounds - bounds[0]  # row i's passages: matrix[bounds[i]:bounds[i + 1]] (flatten() starts at the first)
+    spans = [None if s is None else list(zip(s[::2], s[1::2])) for s in batch.column("spans").to_pylist()]
     keep: list[int] = []
     records: list[Record] = []
     for i, error in enumerate(columns["error"]):
@@ -352,7 +372,9 @@ def _batch_records(batch, skipped: list[InputError] | None) -> tuple[list["Recor
         keep.append(i)
         records.append(Record(text=columns["text"][i], id=columns["id"][i], line=columns["line"][i],
                               meta=json.loads(columns["meta"][i])))
-    return records, np.ascontiguousarray(matrix[keep], dtype=np.float32)
+    rows = [np.arange(bounds[i], bounds[i + 1]) for i in keep]
+    rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    return records, np.ascontiguousarray(matrix[rows], dtype=np.float32), [spans[i] for i in keep]
 
 
 # ----------------------------------------------------------------------------------------------- index
@@ -363,8 +385,10 @@ def index_corpus_ray(corpus: str | os.PathLike, index: str | os.PathLike | None 
                      address: str | None = None,
                      workers: int | None = None, gpus_per_worker: float = 0,
                      rows_per_batch: int = ROWS_PER_BATCH, rows_per_segment: int = ROWS_PER_SEGMENT,
+                     chunking: "Chunking | None" = Chunking(),
                      progress: Callable[[int], None] | None = None) -> "AddReport":
-    """:func:`semsearch.api.index_corpus` with the encoding on a Ray cluster; the same index comes out.
+    """:func:`semsearch.api.index_corpus` with the encoding on a Ray cluster; the same index comes out (long
+    texts cut into passages on the actors as ``chunking`` says, as a local write cuts them).
 
     The driver (this process) opens the writer, loads the encoder's spec, and writes the blocks the actors
     return, in input order, ``rows_per_segment`` records per ``add``; the index changes once, at the end. An
@@ -382,24 +406,29 @@ def index_corpus_ray(corpus: str | os.PathLike, index: str | os.PathLike | None 
     total = AddReport()
     expected = _count_rows(source)  # chooses "auto"'s type, sizes an IVF index trained before the end
     with IndexWriter(index, model=model, index_type=index_type, expected_count=expected, precision=precision,
-                     force=force) as writer:
+                     force=force, chunking=chunking) as writer:
         spec = writer.encoder.spec  # the driver loads the model once too: the manifest records its spec
+        _ = writer.chunker  # settings that cannot work with this model fail here, before any Ray work
         writer.build_on_disk(_RayAdder(), rows_per_part=rows_per_segment, put=_ray().put)
         pending: list[Record] = []
         parts: list[np.ndarray] = []
+        spans: list = []
 
         def flush() -> None:
             if pending:
-                _merge(total, writer.add(list(pending), vectors=np.concatenate(parts), source=source))
+                _merge(total, writer.add(list(pending), vectors=np.concatenate(parts), passages=list(spans),
+                                         source=source))
                 pending.clear()
                 parts.clear()
+                spans.clear()
 
         for batch in _embedded_batches(dataset, model=None, spec=spec.to_dict(), backend=default_backend(),
                                        precision=spec.precision, batch_size=batch_size, workers=workers,
-                                       rows_per_batch=rows_per_batch, gpus=gpus_per_worker):
-            records, vectors = _batch_records(batch, skipped)
+                                       rows_per_batch=rows_per_batch, gpus=gpus_per_worker, chunking=chunking):
+            records, vectors, cut = _batch_records(batch, skipped)
             pending.extend(records)
             parts.append(vectors)
+            spans.extend(cut)
             if progress is not None:
                 progress(len(batch))
             if len(pending) >= rows_per_segment:
@@ -458,7 +487,7 @@ def _count_rows(path: str) -> int | None:
 
 
 def _merge(total: "AddReport", part: "AddReport") -> None:
-    for name in ("read", "added", "updated", "unchanged", "repeated", "truncated"):
+    for name in ("read", "added", "updated", "unchanged", "repeated", "truncated", "chunked", "passages"):
         setattr(total, name, getattr(total, name) + getattr(part, name))
 
 
@@ -484,7 +513,7 @@ def embed_corpus(corpus: str | os.PathLike, *, model: str | None = None, format:
     for batch in _embedded_batches(dataset, model=model, spec=None, backend=default_backend(), precision="fp32",
                                    batch_size=batch_size, workers=workers, rows_per_batch=rows_per_batch,
                                    gpus=gpus_per_worker):
-        records, vectors = _batch_records(batch, None)
+        records, vectors, _ = _batch_records(batch, None)
         base = len(documents)
         documents.extend([Document(base + i, r.id, r.text, r.line) for i, r in enumerate(records)])
         parts.append(vectors)

@@ -103,6 +103,32 @@ def test_index_on_ray_equals_the_local_index(cluster, data, tiny_model_dir, loca
 
 
 @pytest.mark.ray
+def test_long_documents_are_cut_into_the_same_passages_on_ray(cluster, tmp_path, tiny_model_dir, index_home):
+    rng = np.random.default_rng(1)
+    rows = [{"id": f"p{i}", "text": " ".join(rng.choice(WORDS, size=300 if i % 5 == 0 else 8))} for i in range(60)]
+    corpus = tmp_path / "long.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    local = index_corpus(corpus, "long-local", model=str(tiny_model_dir))
+    on_ray = index_corpus_ray(corpus, "long-ray", model=str(tiny_model_dir), workers=2, rows_per_batch=16,
+                              rows_per_segment=32)
+    assert (on_ray.chunked, on_ray.passages) == (local.chunked, local.passages) and local.chunked == 12
+    got_docs, got_vectors, _, _ = index_vectors("long-ray", passages=True)
+    want_docs, want_vectors, _, _ = index_vectors("long-local", passages=True)
+    assert [(d.id, d.text) for d in got_docs] == [(d.id, d.text) for d in want_docs]  # the same passages
+    assert len(got_docs) == local.passages and np.abs(got_vectors - want_vectors).max() <= 1e-5
+    queries = [d.text for d in want_docs[::3]]
+    with Index.open("long-ray") as a, Index.open("long-local") as b:
+        for hits_a, hits_b in zip(a.search(queries, k=10, passages=True), b.search(queries, k=10, passages=True)):
+            assert [(h.id, h.passage) for h in hits_a] == [(h.id, h.passage) for h in hits_b]
+    # --no-chunk: each text whole, truncated by the model and counted as locally
+    outputs = [run_cli("index", corpus, "--index", name, "-m", tiny_model_dir, "--no-chunk", "-q", *engine).stderr
+               for name, engine in (("whole-local", []), ("whole-ray", ["--engine", "ray", "--workers", "2"]))]
+    assert [o.split(" in ")[0].split(": ", 1)[1] for o in outputs] == [
+        "60 read, 60 added, 0 updated, 0 unchanged, 12 truncated to the model's max length"] * 2
+    assert_same_index("whole-ray", "whole-local", queries[:10])
+
+
+@pytest.mark.ray
 def test_a_killed_worker_is_retried_and_the_index_is_the_same(cluster, data, tiny_model_dir, local_index):
     cluster.write_text("once")  # the first actor to take a batch dies with it
     index_corpus_ray(data / "corpus.jsonl", "survived", model=str(tiny_model_dir), workers=2, rows_per_batch=16)

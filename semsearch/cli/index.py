@@ -70,16 +70,16 @@ def index_cmd(corpus, index, model, pooling, fmt, text_field, id_field, batch_si
     if globs or sync:
         raise click.UsageError("--glob and --sync apply to a folder (DIR); CORPUS is a file")
     if engine == "ray":
-        if pooling is not None or embeddings is not None or chunk_tokens is not None or no_chunk:
-            raise click.UsageError("--engine ray embeds with the model's own pooling and truncation; drop --pooling, "
-                                   "--embeddings and the chunk options")
+        if pooling is not None or embeddings is not None:
+            raise click.UsageError("--engine ray embeds with the model's own pooling; drop --pooling and --embeddings")
         from ..distributed import index_corpus_ray
 
         with _bar(corpus, quiet) as bar:
             report = index_corpus_ray(corpus, index, model=model, format=fmt, text_field=text_field,
                                       id_field=id_field, batch_size=batch_size, skip_invalid=skip_invalid,
                                       index_type=index_type, precision=precision, force=force, address=address,
-                                      workers=workers, gpus_per_worker=gpus_per_worker, progress=bar.update)
+                                      workers=workers, gpus_per_worker=gpus_per_worker, chunking=chunking,
+                                      progress=bar.update)
         _report_add(index_path(index), report)
         return
     if address is not None or workers is not None or gpus_per_worker:

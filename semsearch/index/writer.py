@@ -370,24 +370,32 @@ class IndexWriter:
         return {"file": name, "sha256": sha256(self.path / name)}
 
     # -------------------------------------------------------------- adding
-    def add(self, records: Iterable[Record], *, vectors: np.ndarray | None = None, chunk_size: int = 2048,
+    def add(self, records: Iterable[Record], *, vectors: np.ndarray | None = None,
+            passages: Sequence[Sequence[tuple[int, int]] | None] | None = None, chunk_size: int = 2048,
             batch_size: int = 32, source: str | None = None, progress=None) -> AddReport:
         """Embed and store records: new ids are added, changed texts re-embedded, unchanged ones skipped.
 
         ``vectors`` (one row per record, in order) are used instead of embedding: precomputed embeddings that
-        the caller has checked and normalised (see :mod:`semsearch.embeddings_file`).
+        the caller has checked and normalised (see :mod:`semsearch.embeddings_file`). With ``passages`` (per
+        record: the character spans of its passages, or None for one passage, the whole text), ``vectors`` has
+        one row per passage instead (the Ray engine embeds passages on its workers).
         """
         report = AddReport()
         started = time.perf_counter()
         seen: set[str] = set()
         offset = 0
+        row = 0  # the next row of ``vectors``
         for chunk in iter_batches(iter(records), chunk_size):
             report.read += len(chunk)
             given = None
             if vectors is not None:
-                given = vectors[offset:offset + len(chunk)]
-                if len(given) != len(chunk):
+                spans = list(passages[offset:offset + len(chunk)]) if passages is not None else [None] * len(chunk)
+                if len(spans) != len(chunk):
+                    raise InputError("<embeddings>", f"passages of {len(passages)} records for more records than that")
+                given = Given.of(vectors[row:], spans, cut=passages is not None)
+                if len(given.vectors) != given.counts.sum():
                     raise InputError("<embeddings>", f"{len(vectors)} vectors for more records than that")
+                row += int(given.counts.sum())
             offset += len(chunk)
             latest: dict[str, int] = {}
             for position, record in enumerate(chunk):
@@ -396,12 +404,13 @@ class IndexWriter:
                 latest[record.id] = position
             seen.update(latest)
             positions = list(latest.values())
-            self._add_chunk([chunk[p] for p in positions], None if given is None else given[positions], report,
-                            batch_size, source)
+            self._add_chunk([chunk[p] for p in positions], None if given is None else given.select(positions),
+                            report, batch_size, source)
             if progress is not None:
                 progress(len(chunk))
-        if vectors is not None and offset != len(vectors):
-            raise InputError("<embeddings>", f"{len(vectors)} vectors for {offset} records")
+        if vectors is not None and row != len(vectors):
+            raise InputError("<embeddings>", f"{len(vectors)} vectors for {offset} records"
+                             + (f" of {row} passages" if passages is not None else ""))
         report.seconds = time.perf_counter() - started
         return report
 
@@ -463,24 +472,32 @@ class IndexWriter:
             report.truncated += self._count_truncated(texts)
             report.passages += len(texts)
             return np.array([rowid for rowid, _ in todo], dtype=np.int64), texts, [None] * len(todo)
-        ids, pieces, columns = [], [], []
-        for rowid, record in todo:
-            spans = chunker.split(record.text) if len(record.text) > limit else [(0, len(record.text))]
-            if len(spans) > P.MAX_PASSAGES:
-                raise InputError(record.id, f"{len(spans):,} passages; at most {P.MAX_PASSAGES:,} per document")
-            if len(spans) == 1:
+        from ..chunking import passage_texts, passages_of
+
+        all_spans = [passages_of(chunker, record.text, limit + 2) for _, record in todo]
+        ids, columns = self._passage_rows(todo, all_spans, report)
+        pieces = [piece for (_, record), spans in zip(todo, all_spans) for piece in passage_texts(record.text, spans)]
+        return ids, pieces, columns
+
+    @staticmethod
+    def _passage_rows(todo: list[tuple[int, Record]], all_spans: list, report: AddReport) -> tuple[np.ndarray, list]:
+        """Vector ids and ``passages`` column values of new rows cut into ``all_spans`` (per record; None or one
+        span: one passage, the whole text)."""
+        ids, columns = [], []
+        for (rowid, record), spans in zip(todo, all_spans):
+            if not spans or len(spans) == 1:
                 ids.append(rowid)
-                pieces.append(record.text)
                 columns.append(None)
                 continue
+            if len(spans) > P.MAX_PASSAGES:
+                raise InputError(record.id, f"{len(spans):,} passages; at most {P.MAX_PASSAGES:,} per document")
             report.chunked += 1
             ids.extend(P.vector_id(rowid, number) for number in range(len(spans)))
-            pieces.extend(record.text[start:end] for start, end in spans)
             columns.append(P.encode_offsets(spans))
         report.passages += len(ids)
-        return np.array(ids, dtype=np.int64), pieces, columns
+        return np.array(ids, dtype=np.int64), columns
 
-    def _add_chunk(self, records: list[Record], given: np.ndarray | None, report: AddReport, batch_size: int,
+    def _add_chunk(self, records: list[Record], given: "Given | None", report: AddReport, batch_size: int,
                    source: str | None) -> None:
         stored = self.store.existing([r.id for r in records])
         todo: list[tuple[int, Record]] = []
@@ -508,10 +525,12 @@ class IndexWriter:
         if given is None:
             ids, texts, columns = self._passages(todo, report)
             embedded = self.encoder.encode(texts, batch_size=batch_size, show_progress=False)
-        else:  # precomputed: one vector per record, its text as it is
-            ids, columns = np.array([rowid for rowid, _ in todo], dtype=np.int64), [None] * len(todo)
-            embedded = np.ascontiguousarray(given[rows], dtype=np.float32)
-            report.passages += len(todo)
+        else:  # precomputed: one vector per passage given (one per record, its text as it is, without spans)
+            given = given.select(rows)
+            if given.cut and self.chunker is None:  # embedded by this index's model, whole: count as a local write
+                report.truncated += self._count_truncated([record.text for _, record in todo])
+            ids, columns = self._passage_rows(todo, given.spans, report)
+            embedded = np.ascontiguousarray(given.vectors, dtype=np.float32)
         self._retire(replaced)
         self._sink.add(ids, embedded)
         self._vectors += len(ids)
@@ -578,6 +597,30 @@ class IndexWriter:
     @property
     def _replacing(self) -> bool:
         return getattr(self, "_replace_all", False)
+
+
+@dataclass
+class Given:
+    """Vectors embedded elsewhere for a run of records: one row per passage, records in order; ``spans`` per
+    record (None: one passage, the whole text)."""
+
+    vectors: np.ndarray
+    spans: list
+    counts: np.ndarray  # passages per record
+    cut: bool = False  # embedded by the index's own model, cut as this writer would (the Ray engine)
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, spans: list, *, cut: bool = False) -> "Given":
+        """The records' share of ``vectors`` (which may run on past them)."""
+        counts = np.array([len(s) if s else 1 for s in spans], dtype=np.int64)
+        return cls(vectors[:int(counts.sum())], spans, counts, cut)
+
+    def select(self, positions: Sequence[int]) -> "Given":
+        """The records at ``positions``, in that order."""
+        starts = np.cumsum(self.counts) - self.counts
+        rows = [np.arange(starts[p], starts[p] + self.counts[p]) for p in positions]
+        rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        return Given(self.vectors[rows], [self.spans[p] for p in positions], self.counts[list(positions)], self.cut)
 
 
 def _build(manifest: Manifest | None) -> dict:
