@@ -262,7 +262,7 @@ def setup_lines(args) -> list[str]:
                "unknown CPU")
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     return [f"- Machine: {cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, no GPU; Linux {platform.release()}; "
-            f"load average at the start {' / '.join(f'{v:.1f}' for v in os.getloadavg())}.",
+            f"load average at the start {' / '.join(f'{v:.1f}' for v in args.load_at_start)}.",
             f"- Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"numpy {np.__version__}, faiss {version('faiss-cpu')}.",
             f"- Threshold {THRESHOLD}. Partitioned: `mine_partitioned` "
@@ -334,6 +334,7 @@ def main() -> None:
     parser.add_argument("--child", nargs=4, metavar=("STEP", "MATRIX", "OUT", "OPTIONS"), help=argparse.SUPPRESS)
     parser.add_argument("--recall", nargs=4, metavar=("MATRIX", "FOUND", "EXACT", "OPTIONS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.load_at_start = os.getloadavg()
     if args.child:
         step, matrix, out, options = args.child
         return child(step, matrix, out, json.loads(options))

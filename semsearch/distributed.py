@@ -404,12 +404,13 @@ def index_corpus_ray(corpus: str | os.PathLike, index: str | os.PathLike | None 
     dataset = _records_dataset(corpus, format=format, text_field=text_field, id_field=id_field)
     skipped: list[InputError] | None = [] if skip_invalid else None
     total = AddReport()
-    expected = _count_rows(source)  # chooses "auto"'s type, sizes an IVF index trained before the end
+    expected = _count_rows(source, format)  # chooses "auto"'s type, sizes an IVF index trained before the end
     with IndexWriter(index, model=model, index_type=index_type, expected_count=expected, precision=precision,
                      force=force, chunking=chunking) as writer:
         spec = writer.encoder.spec  # the driver loads the model once too: the manifest records its spec
         _ = writer.chunker  # settings that cannot work with this model fail here, before any Ray work
-        writer.build_on_disk(_RayAdder(), rows_per_part=rows_per_segment, put=_ray().put)
+        if expected is not None:  # an IVF index trained before the end needs its size
+            writer.build_on_disk(_RayAdder(), rows_per_part=rows_per_segment, put=_ray().put)
         pending: list[Record] = []
         parts: list[np.ndarray] = []
         spans: list = []
@@ -473,16 +474,23 @@ def _fill_part(template: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> np
     return add_part(template, ids, vectors)
 
 
-def _count_rows(path: str) -> int | None:
-    """Records in a file, an upper bound cheap to get (Parquet metadata, or newlines), for ``auto`` index types."""
-    try:
-        if Path(path).suffix.lower() in PARQUET_SUFFIXES:
-            import pyarrow.parquet as pq
+def _count_rows(path: str, format: str | None = None) -> int | None:
+    """Records in a corpus, an upper bound cheap to get (Parquet footers, or newlines), for ``auto``'s choice
+    and an IVF index's size; None when it cannot be had (``auto`` then means flat, IVF is built on the driver)."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
 
-            return pq.ParquetFile(path).metadata.num_rows
+    try:
+        if (format or "").lower() == "parquet" or "://" in path or Path(path).suffix.lower() in PARQUET_SUFFIXES \
+                or Path(path).is_dir():
+            total = 0
+            for name in _parquet_files(path):
+                fs, inner = pafs.FileSystem.from_uri(name) if "://" in name else (None, name)
+                total += pq.ParquetFile(inner, filesystem=fs).metadata.num_rows
+            return total
         with open(path, "rb") as fh:
             return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 22), b""))
-    except (OSError, ValueError):  # an object-store path, an unreadable file: the index type falls back to flat
+    except (OSError, ValueError, SemsearchError):  # unreadable: the read itself will say so
         return None
 
 

@@ -113,6 +113,19 @@ def ef_search_for(count: int) -> int:
     return max(HNSW_EF_SEARCH, 16 * math.ceil(HNSW_EF_SEARCH * math.sqrt(count / 100_000) / 16))
 
 
+def training_points(index) -> int:
+    """How many vectors an index is trained on (a seeded sample when there are more): 64 per IVF list and at
+    least :data:`TRAIN_MIN` (PQ codebooks), or :data:`TRAIN_MAX` for other trained types."""
+    ivf = _ivf_of(index)
+    return TRAIN_MAX if ivf is None else max(TRAIN_POINTS_PER_LIST * ivf.nlist, TRAIN_MIN)
+
+
+def training_points_for(kind: str, dimension: int, count: int) -> int:
+    """:func:`training_points` of the index of type ``kind`` that ``count`` vectors would get."""
+    index, _ = _new_index(dimension, _factory_for(kind, dimension, count), kind)
+    return training_points(index)
+
+
 def _pq_bits(count: int) -> int:
     return max(1, min(8, int(math.log2(max(count, 2)))))
 
@@ -433,7 +446,7 @@ class VectorStore:
         index, factory = _new_index(self.dimension, factory, self.kind)
         if len(vectors):
             ivf = _ivf_of(index)
-            want = TRAIN_MAX if ivf is None else max(TRAIN_POINTS_PER_LIST * ivf.nlist, TRAIN_MIN)
+            want = training_points(index)
             rng = np.random.default_rng(TRAIN_SEED)
             rows = np.sort(rng.choice(len(vectors), size=min(want, len(vectors)), replace=False))
             sample = vectors[rows]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ from semsearch.corpus import Record
 from semsearch.errors import IndexDamaged, IndexFormatError, SemsearchError
 from semsearch.index import Index, IndexWriter, compact
 from semsearch.index.maintenance import check, repair
-from semsearch.index.ondisk import LocalAdder, OnDiskBuilder, mergeable_type, train_size
+from semsearch.index.ondisk import LocalAdder, OnDiskBuilder, mergeable_type
+from semsearch.vectors import nlist_for, training_points_for
 
 from .conftest import FakeEncoder
 
@@ -53,13 +55,14 @@ def stored(path) -> tuple[np.ndarray, np.ndarray]:
         return index.stored_vectors()
 
 
-def test_parts_merged_on_disk_are_the_ivf_index_of_one_write(tmp_path, capfd):
+@pytest.mark.parametrize("kind", ["ivf", "IVF16,SQ8"])
+def test_parts_merged_on_disk_are_the_ivf_index_of_one_write(tmp_path, capfd, kind):
     encoder = FakeEncoder()
     docs = records()
-    with IndexWriter(tmp_path / "oracle", encoder, index_type="ivf") as w:
+    with IndexWriter(tmp_path / "oracle", encoder, index_type=kind) as w:
         w.add(docs)
     capfd.readouterr()
-    build(tmp_path / "disk", encoder, [docs[:1234], docs[1234:]], index_type="ivf")
+    build(tmp_path / "disk", encoder, [docs[:1234], docs[1234:]], index_type=kind)
     assert capfd.readouterr().out == ""  # FAISS's "resizing ..." lines do not reach standard output
     names = sorted(p.name for p in (tmp_path / "disk").iterdir())
     assert names == [".lock", ".pending", "docs.db", "manifest.json", "seg.1.0.faiss", "seg.1.0.ivfdata",
@@ -67,7 +70,7 @@ def test_parts_merged_on_disk_are_the_ivf_index_of_one_write(tmp_path, capfd):
     manifest = json.loads((tmp_path / "disk" / "manifest.json").read_text())
     assert manifest["format"] == 4
     [segment] = manifest["segments"]
-    assert (segment["lists"], segment["vectors"], segment["kind"]) == ("seg.1.0.ivfdata", N, "ivf")
+    assert (segment["lists"], segment["vectors"], segment["kind"]) == ("seg.1.0.ivfdata", N, kind)
     assert manifest["faiss"]["build"] == json.loads((tmp_path / "oracle" / "manifest.json").read_text())["faiss"][
         "build"]  # trained on the same vectors: the same lists
     ids, vectors = stored(tmp_path / "disk")
@@ -138,10 +141,45 @@ def test_no_room_for_the_merged_lists_fails_before_the_merge_and_changes_nothing
     assert len(stored(path)[0]) == 500
 
 
+def test_a_write_that_removes_all_it_added_leaves_no_segment(tmp_path):
+    encoder = FakeEncoder()
+    path = ivf_index(tmp_path / "t", encoder)
+    added = records(12_000, prefix="l")
+    with IndexWriter(path, encoder) as w:
+        assert w.build_on_disk(LocalAdder(), rows_per_part=3000)
+        w.add(added)  # parts are filled and written
+        assert w.delete([r.id for r in added]) == 12_000
+    assert len(json.loads((path / "manifest.json").read_text())["segments"]) == 1
+    assert not list(path.glob("part.*")) and len(stored(path)[0]) == 500 and check(path).ok
+
+
+def test_a_file_of_a_name_the_write_would_take_is_left_alone(tmp_path):
+    encoder = FakeEncoder()
+    path = ivf_index(tmp_path / "t", encoder)
+    theirs = path / "part.2.0.faiss"
+    theirs.write_text("not ours")
+    with pytest.raises(SemsearchError, match=r"part\.2\.0\.faiss: exists but no index names it"):
+        build(path, encoder, [records(12_000, prefix="l")], rows_per_part=3000)
+    assert theirs.read_text() == "not ours" and len(stored(path)[0]) == 500
+
+
+def test_long_documents_size_the_index_by_their_passages():
+    rng = np.random.default_rng(0)
+    builder = OnDiskBuilder(Path("/nonexistent"), 1, 16, "ivf", LocalAdder(), expected=1_000_000,
+                            rows_per_part=1 << 30)
+    rows = np.repeat(np.arange(40_000), 3)  # three passages per record
+    ids = rows | (np.tile(np.arange(3), 40_000) << 40)
+    vectors = rng.standard_normal((len(ids), 16)).astype(np.float32)
+    for start in range(0, len(ids), 6000):
+        builder.add(ids[start:start + 6000], vectors[start:start + 6000])
+    assert builder.template is not None and builder.template.build["nlist"] == nlist_for(3_000_000)
+    assert builder.template.build["trained_on"] == training_points_for("ivf", 16, 3_000_000)
+
+
 def test_a_new_index_trains_on_the_first_vectors_sized_for_the_expected_count(tmp_path):
     encoder = FakeEncoder()
     builder = OnDiskBuilder(tmp_path, 1, 16, "ivf", LocalAdder(), expected=1_000_000, rows_per_part=5000)
-    assert train_size(1_000_000) == 64_000
+    assert training_points_for("ivf", 16, 1_000_000) == 64_000
     vectors = encoder.encode([f"t{i}" for i in range(70_000)])
     builder.add(np.arange(70_000), vectors)
     assert builder.template is not None and builder.template.build["nlist"] == 1000  # sqrt(1M), not sqrt(64k)

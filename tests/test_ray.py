@@ -174,6 +174,22 @@ def test_ivf_on_ray_is_filled_by_tasks_and_merged_on_disk(cluster, data, tiny_mo
 
 
 @pytest.mark.ray
+def test_ivf_trained_before_the_corpus_ends_fills_parts_while_it_reads(cluster, data, tiny_model_dir, local_index,
+                                                                      index_home, monkeypatch):
+    import semsearch.index.ondisk as ondisk
+
+    monkeypatch.setattr(ondisk, "training_points_for", lambda kind, dimension, count: 64)  # a 200-record corpus
+    queries = [json.loads(line)["text"] for line in (data / "corpus.jsonl").read_text().splitlines()]
+    index_corpus_ray(data / "corpus.jsonl", "ivf-early", model=str(tiny_model_dir), index_type="ivf", workers=2,
+                     rows_per_batch=16, rows_per_segment=32)
+    manifest = json.loads((index_home / "ivf-early" / "manifest.json").read_text())
+    assert manifest["faiss"]["build"] == {"trained_on": 64, "nlist": 5}  # sized for the 200 records to come
+    assert [(s["lists"], s["vectors"]) for s in manifest["segments"]] == [("seg.1.0.ivfdata", 200)]
+    assert manifest["faiss"]["search"]["nprobe"] == 5  # every list searched: the exact top-10 of the flat index
+    assert_same_index("ivf-early", local_index, queries)
+
+
+@pytest.mark.ray
 def test_part_tasks_that_keep_dying_fail_the_run_and_write_nothing(cluster, data, tiny_model_dir, index_home):
     cluster.write_text("add always")
     try:

@@ -88,8 +88,9 @@ def check(name_or_path: str | os.PathLike | None = None) -> CheckReport:
             ids = vectors.stored_ids()
             stored.append(ids)
             report.vectors += len(ids)
-        except IndexDamaged as exc:
-            report.problems.append(f"{segment.file}: {str(exc).split(': ', 1)[-1]}")
+        except IndexDamaged as exc:  # the message names the file at fault (the segment or its lists file)
+            where, _, detail = str(exc).partition(": ")
+            report.problems.append(f"{Path(where).name}: {detail}")
         except RuntimeError as exc:
             report.problems.append(f"{segment.file}: unreadable FAISS file ({str(exc).splitlines()[0][:120]})")
     if manifest.trained and not (path / manifest.trained["file"]).is_file():

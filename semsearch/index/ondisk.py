@@ -14,25 +14,29 @@ type whose top level is FAISS's ``IndexIVF``: ``ivf``, or a factory string such 
    list offsets). The manifest names both, with their checksums; the parts go when it is committed.
 
 Readers map the lists file read-only. FAISS stores the lists file's absolute path in the segment; it is read
-here from the segment's own folder instead, so an index folder can be moved or copied.
+here from the segment's own folder instead, so an index folder can be moved or copied. The automatic
+compaction policy leaves an on-disk segment alone; ``semsearch compact`` rewrites it as an ordinary segment,
+in memory.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
 from ..errors import IndexDamaged, SemsearchError
-from ..vectors import (TRAIN_MIN, TRAIN_POINTS_PER_LIST, VectorStore, _factory_for, _new_index, nlist_for)
+from ..atomic import fsync_file
+from ..vectors import VectorStore, _factory_for, _new_index, training_points_for
+from . import passages as P
 from .files import add_pending, os_error, sha256
 from .manifest import Segment
-from .segments import TYPED_SEGMENT_MIN, save_segment, segment_name
+from .segments import TYPED_SEGMENT_MIN, faiss_write_error, segment_name
 
 if TYPE_CHECKING:
     import faiss
@@ -47,10 +51,13 @@ def part_name(generation: int, number: int) -> str:
 
 
 def mergeable(index: "faiss.Index") -> bool:
-    """Whether FAISS's on-disk merge takes this index: an ``IndexIVF`` at the top (it keeps the row ids itself).
-    ``ivfpq`` (an ID map over a re-ranked IVF-PQ) and graph or flat types do not."""
+    """Whether FAISS's on-disk merge takes this index: an ``IndexIVF`` at the top (it keeps the row ids itself),
+    on a POSIX system with a FAISS that has ``OnDiskInvertedLists``. ``ivfpq`` (an ID map over a re-ranked
+    IVF-PQ) and graph or flat types do not."""
     import faiss
 
+    if os.name != "posix" or not hasattr(faiss, "OnDiskInvertedLists"):
+        return False
     return isinstance(faiss.downcast_index(index), faiss.IndexIVF)
 
 
@@ -63,9 +70,6 @@ def mergeable_type(kind: str, dimension: int) -> bool:
     return mergeable(index)
 
 
-def train_size(count: int) -> int:
-    """Vectors to train an IVF index for ``count`` vectors on: 64 per list, at least :data:`TRAIN_MIN`."""
-    return max(TRAIN_POINTS_PER_LIST * nlist_for(max(1, count)), TRAIN_MIN)
 
 
 # ------------------------------------------------------------------------------------------- parts
@@ -114,7 +118,8 @@ class OnDiskBuilder:
     of the writer's in-memory segment, and at commit builds one on-disk segment (:meth:`finish`).
 
     ``template``: the index's trained empty IVF index (None for a new index: trained here on the first
-    :func:`train_size` vectors of ``expected`` ones). ``rows_per_part``: vectors per part.
+    :func:`~semsearch.vectors.training_points` vectors, sized for ``expected`` records). ``rows_per_part``:
+    vectors per part.
     """
 
     def __init__(self, folder: Path, generation: int, dimension: int, kind: str, adder: PartAdder, *,
@@ -138,6 +143,7 @@ class OnDiskBuilder:
         self._written: list[str] = []  # part files written, in order
         self._removed: list[np.ndarray] = []  # ids replaced within this write after their part was started
         self._count = 0
+        self._seen_vectors = self._seen_records = 0
 
     def __len__(self) -> int:
         return self._count
@@ -147,8 +153,14 @@ class OnDiskBuilder:
         """Vectors buffered before the first part starts: the training sample, or (existing index) enough to
         prove the write large enough for a segment of the index's type."""
         if self.template is None:
-            return train_size(self.expected or 0)
+            return training_points_for(self.kind, self.dimension, self._expected_vectors())
         return TYPED_SEGMENT_MIN if not self._parts else self.rows_per_part
+
+    def _expected_vectors(self) -> int:
+        """The vectors the write is expected to bring: ``expected`` records times the passages per record seen
+        so far (long texts are several vectors)."""
+        per_record = self._seen_vectors / self._seen_records if self._seen_records else 1.0
+        return max(self._buffered, round((self.expected or 0) * per_record))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if not len(ids):
@@ -157,6 +169,8 @@ class OnDiskBuilder:
         self._vectors.append(np.ascontiguousarray(vectors, dtype=np.float32))
         self._buffered += len(ids)
         self._count += len(ids)
+        self._seen_vectors += len(ids)
+        self._seen_records += len(np.unique(P.rowids_of(ids)))  # a record's passages come in one call
         if self._buffered >= self._hold:
             if self.template is None:
                 self._train(done=False)
@@ -169,12 +183,14 @@ class OnDiskBuilder:
         if not len(ids):
             return 0
         removed = 0
+        buffered = np.zeros(len(ids), dtype=bool)
         for n, part in enumerate(self._ids):
             keep = ~np.isin(part, ids)
             removed += int(np.count_nonzero(~keep))
+            buffered |= np.isin(ids, part[~keep])
             self._ids[n], self._vectors[n] = part[keep], self._vectors[n][keep]
         self._buffered -= removed
-        started = ids[np.isin(ids, np.concatenate([p for _, p in self._parts]))] if self._parts else ids[:0]
+        started = ids[~buffered]  # every id given was added in this write: the rest are in parts
         if len(started):
             self._removed.append(started)
         self._count -= removed + len(started)
@@ -196,7 +212,7 @@ class OnDiskBuilder:
         """Train the empty index on the buffered vectors (all of the write when ``done``), sized for the
         expected count (the real one when the write is complete)."""
         ids, vectors = self._joined()
-        count = len(ids) if done else max(len(ids), self.expected or 0)
+        count = len(ids) if done else self._expected_vectors()
         store = VectorStore.create(self.dimension, self.kind)
         store.train_empty(vectors, count)
         self.template = store
@@ -211,7 +227,9 @@ class OnDiskBuilder:
 
     def finish(self) -> tuple[np.ndarray, np.ndarray] | Segment:
         """The on-disk segment, its parts merged; or, for a write to an existing index too small for a segment
-        of its type, the buffered ``(ids, vectors)`` for the writer's flat segment."""
+        of its type (or left with no vector), the buffered ``(ids, vectors)`` for the writer's flat segment."""
+        if self._count == 0:  # nothing, or everything removed again: no segment (parts go with the journal)
+            return np.zeros(0, np.int64), np.zeros((0, self.dimension), np.float32)
         if not self._parts and (not self._buffered or not self.fresh and self._buffered < TYPED_SEGMENT_MIN):
             if not self._buffered:
                 return np.zeros(0, np.int64), np.zeros((0, self.dimension), np.float32)
@@ -242,7 +260,7 @@ class OnDiskBuilder:
         """Write part ``number`` (the next in order) to its journalled file."""
         handle, ids = self._parts[number]
         name = part_name(self.generation, number)
-        add_pending(self.folder, [name])
+        self._claim(name)
         self._save_part(self.adder.result(handle), name)
         self._parts[number] = (None, ids)
         self._written.append(name)
@@ -251,61 +269,81 @@ class OnDiskBuilder:
         try:
             with open(self.folder / name, "wb") as fh:
                 fh.write(memoryview(np.ascontiguousarray(data)))
-                fh.flush()
-                os.fsync(fh.fileno())
+            fsync_file(self.folder / name)
         except OSError as exc:
             raise os_error(self.folder, exc) from None
 
+    def _claim(self, name: str) -> None:
+        """Journal a file this builder is about to create; one already there is not ours (a writer clears its
+        own leftovers first) and is never overwritten."""
+        if (self.folder / name).exists():
+            raise SemsearchError(f"{self.folder / name}: exists but no index names it; refusing to touch it")
+        add_pending(self.folder, [name])
+
     def _merge(self, parts: list[str]) -> Segment:
-        """FAISS's on-disk merge of the parts into ``seg.<gen>.0.faiss`` + ``seg.<gen>.0.ivfdata``."""
+        """FAISS's on-disk merge of the parts into ``seg.<gen>.0.faiss`` + ``seg.<gen>.0.ivfdata``, in a child
+        process: FAISS fills the lists file through a memory map, and a disk that fills meanwhile kills the
+        process that writes it (SIGBUS); here that is the child, and the writer rolls back with one line."""
+        import signal
+        import subprocess
+
         import faiss
 
         name, lists = segment_name(self.generation), lists_name(self.generation)
-        add_pending(self.folder, [name, lists])
-        readers = [faiss.read_index(str(self.folder / part), faiss.IO_FLAG_MMAP) for part in parts]
-        needed = sum(int(r.ntotal) for r in readers) * (faiss.extract_index_ivf(readers[0]).code_size + 8) \
-            if readers else 0
-        if shutil.disk_usage(self.folder).free < needed + (64 << 20):
+        for claimed in (name, lists):
+            self._claim(claimed)
+        ivf = faiss.extract_index_ivf(self.template.index)
+        needed = self._count * (ivf.code_size + 8) + (64 << 20)  # codes and ids, and room for the quantizer
+        if shutil.disk_usage(self.folder).free < needed:
             raise os_error(self.folder, OSError(28, "No space left on device"))
-        merged = faiss.clone_index(self.template.index)
-        ivf = faiss.extract_index_ivf(merged)
-        on_disk = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(self.folder / lists))
-        sources = faiss.InvertedListsPtrVector()
-        for reader in readers:
-            sources.push_back(faiss.extract_index_ivf(reader).invlists)
-        with _quiet_c_stdout():  # FAISS prints "resizing <file> to <n> bytes" on standard output
-            total = on_disk.merge_from_multiple(sources.data(), sources.size(), False)
-        merged.ntotal = ivf.ntotal = total
-        ivf.replace_invlists(on_disk, True)
-        on_disk.this.disown()  # the index owns the lists now
-        del readers, sources
-        store = VectorStore(merged, self.template.factory, self.template.kind, search=self.template.search_defaults,
-                            build=self.template.build)
-        save_segment(store, self.folder / name)
-        with open(self.folder / lists, "rb+") as fh:
-            os.fsync(fh.fileno())
-        return Segment(name, sha256(self.folder / name), int(total), self.template.kind, self.generation,
+        header = json.dumps({"parts": [str(self.folder / p) for p in parts], "lists": str(self.folder / lists),
+                             "segment": str(self.folder / name)}).encode() + b"\n"
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[2]), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        done = subprocess.run([sys.executable, "-c", "from semsearch.index.ondisk import merge_main; merge_main()"],
+                              input=header + bytes(serialize(self.template)), capture_output=True, env=environment)
+        if done.returncode == -signal.SIGBUS:
+            raise os_error(self.folder, OSError(28, "No space left on device"))
+        lines = done.stdout.decode(errors="replace").strip().splitlines()
+        answer = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+        if done.returncode != 0 or "total" not in answer:
+            reason = answer.get("error") or (f"killed by signal {-done.returncode}" if done.returncode < 0 else
+                                             (done.stderr.decode(errors="replace").strip().splitlines()
+                                              or ["no message"])[-1][:300])
+            raise faiss_write_error(self.folder, reason) or SemsearchError(
+                f"{self.folder / lists}: merging the parts failed ({reason}); nothing was changed")
+        total = int(answer["total"])
+        return Segment(name, sha256(self.folder / name), total, self.template.kind, self.generation,
                        lists=lists, lists_sha256=sha256(self.folder / lists))
 
 
-@contextmanager
-def _quiet_c_stdout():
-    """Send what C code prints on file descriptor 1 to /dev/null for a block (Python's own output is flushed
-    first and unaffected after). The one caller runs in a writer, which prints nothing meanwhile."""
-    import ctypes
+def merge_main() -> None:
+    """The merge child: standard input holds a JSON line (part files, lists file, segment file) and then the
+    serialised empty trained index; prints ``{"total": n}``, or ``{"error": reason}`` and exits 1."""
+    import faiss
 
-    libc = ctypes.CDLL(None)
-    sys.stdout.flush()
-    libc.fflush(None)
-    saved = os.dup(1)
+    result = os.dup(1)
+    os.dup2(2, 1)  # FAISS prints "resizing <file> to <n> bytes" on standard output: to standard error with it
+    header = json.loads(sys.stdin.buffer.readline())
+    index = faiss.deserialize_index(np.frombuffer(sys.stdin.buffer.read(), dtype=np.uint8))
     try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 1)
-        yield
-    finally:
-        libc.fflush(None)
-        os.dup2(saved, 1)
-        os.close(saved)
+        readers = [faiss.read_index(part, faiss.IO_FLAG_MMAP) for part in header["parts"]]
+        ivf = faiss.extract_index_ivf(index)
+        on_disk = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, header["lists"])
+        sources = faiss.InvertedListsPtrVector()
+        for reader in readers:
+            sources.push_back(faiss.extract_index_ivf(reader).invlists)
+        total = on_disk.merge_from_multiple(sources.data(), sources.size(), False)
+        index.ntotal = ivf.ntotal = total
+        ivf.replace_invlists(on_disk, True)
+        on_disk.this.disown()  # the index owns the lists now
+        faiss.write_index(index, header["segment"])
+        fsync_file(Path(header["segment"]))
+        fsync_file(Path(header["lists"]))  # the pages written through the map
+    except (RuntimeError, OSError) as exc:
+        os.write(result, json.dumps({"error": " ".join(str(exc).split())[:300]}).encode() + b"\n")
+        sys.exit(1)
+    os.write(result, json.dumps({"total": int(total)}).encode() + b"\n")
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -328,7 +366,11 @@ def read_segment(path: Path, lists: Path, meta: dict) -> VectorStore:
         raise IndexDamaged(f"{lists}: holds {size} bytes, its segment needs {on_disk.totsize}; "
                            "run: semsearch check --repair")
     on_disk.filename = str(lists)
-    on_disk.do_mmap()
+    try:
+        on_disk.do_mmap()
+    except RuntimeError as exc:
+        raise IndexDamaged(f"{lists}: cannot be mapped ({' '.join(str(exc).split())[:160]}); "
+                           "run: semsearch check --repair") from None
     on_disk.prefetch_nthread = 0  # its prefetch threads cost ~4 ms a query; the page cache does better
     return VectorStore(index, meta.get("factory"), meta.get("type", "ivf"), search=meta.get("search"),
                        build=meta.get("build"))

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import IndexDamaged
+from ..errors import IndexDamaged, SemsearchError
 from ..vectors import DEFAULT_FACTORY, VectorStore
 from .files import sha256
 from .manifest import Manifest, Segment
@@ -68,18 +68,23 @@ def load_segment(folder: Path, manifest: Manifest, segment: Segment, *, mmap: bo
 def save_segment(store: VectorStore, path: Path) -> None:
     """Write a segment file; FAISS's write errors (a full disk) become the one-line "cannot write" of any other
     failed write (the writer rolls back)."""
+    try:
+        store.save(path)
+    except RuntimeError as exc:
+        raise faiss_write_error(path.parent, str(exc)) or exc from None
+
+
+def faiss_write_error(folder: Path, text: str) -> SemsearchError | None:
+    """The one-line "cannot write" error for a FAISS write that failed for want of space or permission (its
+    message carries the system's reason); None for any other failure."""
     import errno
 
     from .files import os_error
 
-    try:
-        store.save(path)
-    except RuntimeError as exc:
-        text = str(exc)
-        for code in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
-            if os.strerror(code) in text:
-                raise os_error(path.parent, OSError(code, os.strerror(code))) from None
-        raise
+    for code in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+        if os.strerror(code) in text:
+            return os_error(folder, OSError(code, os.strerror(code)))
+    return None
 
 
 def new_segment_store(folder: Path, manifest: Manifest, count: int) -> tuple[VectorStore, str]:

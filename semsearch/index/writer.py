@@ -73,8 +73,9 @@ class CompactReport:
 
 
 def compaction_due(manifest: Manifest) -> str | None:
-    """Why the automatic policy would compact this generation now (None: it would not)."""
-    if manifest.vector_total and manifest.dead > MAX_DEAD_FRACTION * manifest.vector_total:
+    """Why the automatic policy would compact this generation now (None: it would not). It never rewrites an
+    on-disk segment (that would bring its lists into memory): tombstones there wait for ``semsearch compact``."""
+    if _needs_full(manifest):
         return f"{manifest.dead} of {manifest.vector_total} vectors are deleted (over {MAX_DEAD_FRACTION:.0%})"
     if len(manifest.segments) > MAX_SEGMENTS:
         return f"{len(manifest.segments)} segments (over {MAX_SEGMENTS})"
@@ -380,6 +381,8 @@ class IndexWriter:
         record: the character spans of its passages, or None for one passage, the whole text), ``vectors`` has
         one row per passage instead (the Ray engine embeds passages on its workers).
         """
+        if passages is not None and vectors is None:
+            raise SemsearchError("add: passages come with their vectors")
         report = AddReport()
         started = time.perf_counter()
         seen: set[str] = set()
@@ -408,6 +411,8 @@ class IndexWriter:
                             report, batch_size, source)
             if progress is not None:
                 progress(len(chunk))
+        if passages is not None and offset != len(passages):
+            raise InputError("<embeddings>", f"passages of {len(passages)} records for {offset} records")
         if vectors is not None and row != len(vectors):
             raise InputError("<embeddings>", f"{len(vectors)} vectors for {offset} records"
                              + (f" of {row} passages" if passages is not None else ""))
@@ -560,7 +565,7 @@ class IndexWriter:
 
         if self._dirty:
             raise SemsearchError("build_on_disk: call it before adding anything")
-        if self._replacing:
+        if self._replacing or self._rebuild:
             return False
         dimension = self.spec.dimension if self.spec else self.encoder.dimension
         template = None
@@ -586,6 +591,8 @@ class IndexWriter:
         """Re-embed every stored text into one fresh segment (for a writer opened with ``rebuild=True``)."""
         if not self._rebuild:
             raise SemsearchError("rebuild_vectors needs IndexWriter(..., rebuild=True)")
+        if self._builder is not None:
+            raise SemsearchError("rebuild_vectors: this write builds an on-disk segment (build_on_disk)")
         self.vectors = VectorStore.create(self.spec.dimension, self._kind, build=_build(self.old))
         for ids, texts in self.store.iter_passages():
             self.vectors.add(ids, self.encoder.encode(texts, batch_size=batch_size))
@@ -670,7 +677,8 @@ def purge_rows(store: DocStore, rowids: Sequence[int], generation: int, *, vacuu
 
 
 def _needs_full(manifest: Manifest) -> bool:
-    return bool(manifest.vector_total and manifest.dead > MAX_DEAD_FRACTION * manifest.vector_total)
+    return bool(manifest.vector_total and manifest.dead > MAX_DEAD_FRACTION * manifest.vector_total
+                and not any(s.lists for s in manifest.segments))
 
 
 def _compact(path: Path, *, full: bool, encoder: "Encoder | None") -> CompactReport:
@@ -680,11 +688,11 @@ def _compact(path: Path, *, full: bool, encoder: "Encoder | None") -> CompactRep
     if old.legacy:
         raise IndexFormatError(f"{path}: a format {old.format} index; write to it once to migrate it first")
     report = CompactReport(segments_before=len(old.segments))
-    segments = sorted(old.segments, key=lambda s: s.vectors)
+    segments = sorted((s for s in old.segments if full or not s.lists), key=lambda s: s.vectors)
     if full:
         merge = segments
-    else:  # the smallest segments, until the count is back under half the bound
-        merge = segments[:max(2, len(segments) - MAX_SEGMENTS // 2)]
+    else:  # the smallest segments (never an on-disk one), until the count is back under half the bound
+        merge = segments[:max(2, len(old.segments) - MAX_SEGMENTS // 2)]
     store = DocStore.open_writer(path / old.sqlite, create=False)
     if len(merge) < 2 and old.dead == 0:
         store.close()
