@@ -176,6 +176,20 @@ def test_long_documents_size_the_index_by_their_passages():
     assert builder.template.build["trained_on"] == training_points_for("ivf", 16, 3_000_000)
 
 
+def test_a_merge_that_dies_of_a_full_disk_is_one_line_and_changes_nothing(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+
+    encoder = FakeEncoder()
+    path = ivf_index(tmp_path / "t", encoder)
+    before = {p.name: p.read_bytes() for p in path.iterdir() if p.name != ".lock"}
+    # FAISS fills the lists file through a memory map: a disk that fills meanwhile kills the merge with SIGBUS
+    monkeypatch.setattr(subprocess, "run", lambda args, **kw: subprocess.CompletedProcess(args, -signal.SIGBUS))
+    with pytest.raises(SemsearchError, match=r"cannot write \(no space left on the device\); nothing was changed"):
+        build(path, encoder, [records(10_000, prefix="l")], rows_per_part=3000)
+    assert {p.name: p.read_bytes() for p in path.iterdir() if p.name != ".lock"} == {**before, ".pending": b""}
+
+
 def test_a_new_index_trains_on_the_first_vectors_sized_for_the_expected_count(tmp_path):
     encoder = FakeEncoder()
     builder = OnDiskBuilder(tmp_path, 1, 16, "ivf", LocalAdder(), expected=1_000_000, rows_per_part=5000)

@@ -42,6 +42,11 @@ if TYPE_CHECKING:
     import faiss
 
 
+#: What the last merge child of this process reported: ``total`` vectors, its ``VmHWM`` and ``RssAnon`` in MB
+#: (for benchmarks/ondisk_ivf.py).
+LAST_MERGE: dict = {}
+
+
 def lists_name(generation: int, number: int = 0) -> str:
     return f"seg.{generation}.{number}.ivfdata"
 
@@ -297,7 +302,7 @@ class OnDiskBuilder:
         if shutil.disk_usage(self.folder).free < needed:
             raise os_error(self.folder, OSError(28, "No space left on device"))
         header = json.dumps({"parts": [str(self.folder / p) for p in parts], "lists": str(self.folder / lists),
-                             "segment": str(self.folder / name)}).encode() + b"\n"
+                             "segment": str(self.folder / name), "parent": os.getpid()}).encode() + b"\n"
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(Path(__file__).resolve().parents[2]), *filter(None, [os.environ.get("PYTHONPATH")])])}
         done = subprocess.run([sys.executable, "-c", "from semsearch.index.ondisk import merge_main; merge_main()"],
@@ -313,6 +318,8 @@ class OnDiskBuilder:
             raise faiss_write_error(self.folder, reason) or SemsearchError(
                 f"{self.folder / lists}: merging the parts failed ({reason}); nothing was changed")
         total = int(answer["total"])
+        LAST_MERGE.clear()
+        LAST_MERGE.update(answer)
         return Segment(name, sha256(self.folder / name), total, self.template.kind, self.generation,
                        lists=lists, lists_sha256=sha256(self.folder / lists))
 
@@ -322,9 +329,10 @@ def merge_main() -> None:
     serialised empty trained index; prints ``{"total": n}``, or ``{"error": reason}`` and exits 1."""
     import faiss
 
+    header = json.loads(sys.stdin.buffer.readline())
+    _die_with_parent(header["parent"])
     result = os.dup(1)
     os.dup2(2, 1)  # FAISS prints "resizing <file> to <n> bytes" on standard output: to standard error with it
-    header = json.loads(sys.stdin.buffer.readline())
     index = faiss.deserialize_index(np.frombuffer(sys.stdin.buffer.read(), dtype=np.uint8))
     try:
         readers = [faiss.read_index(part, faiss.IO_FLAG_MMAP) for part in header["parts"]]
@@ -343,7 +351,36 @@ def merge_main() -> None:
     except (RuntimeError, OSError) as exc:
         os.write(result, json.dumps({"error": " ".join(str(exc).split())[:300]}).encode() + b"\n")
         sys.exit(1)
-    os.write(result, json.dumps({"total": int(total)}).encode() + b"\n")
+    os.write(result, json.dumps({"total": int(total), **_memory()}).encode() + b"\n")
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: this child gets SIGKILL when the writer that started it dies (a killed write must not leave a
+    merge running that creates files after the next writer cleared the journal)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the writer died before the request took effect
+        os._exit(1)
+
+
+def _memory() -> dict:
+    """This process's peak resident memory (VmHWM, mapped file pages included) and its anonymous resident
+    memory now (RssAnon), MB: what the merge child reports (see :data:`LAST_MERGE`)."""
+    found = {}
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                key = line.split(":")[0]
+                if key in ("VmHWM", "RssAnon"):
+                    found[key] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return found
 
 
 # ------------------------------------------------------------------------------------------- reading
