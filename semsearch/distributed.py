@@ -352,6 +352,7 @@ def _batch_records(batch, skipped: list[InputError] | None) -> tuple[list["Recor
     """Records, vectors (one row per passage) and each record's passage spans (None: the whole text) of one
     encoded batch; an error row raises (or is collected in ``skipped``)."""
     from .corpus import Record
+    from .index.writer import Given
 
     columns = {c: batch.column(c).to_pylist() for c in _COLUMNS}
     vectors = batch.column("vectors").combine_chunks()  # list<fixed_size_list<float32, d>>: passages per row
@@ -372,9 +373,8 @@ def _batch_records(batch, skipped: list[InputError] | None) -> tuple[list["Recor
         keep.append(i)
         records.append(Record(text=columns["text"][i], id=columns["id"][i], line=columns["line"][i],
                               meta=json.loads(columns["meta"][i])))
-    rows = [np.arange(bounds[i], bounds[i + 1]) for i in keep]
-    rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    return records, np.ascontiguousarray(matrix[rows], dtype=np.float32), [spans[i] for i in keep]
+    kept = Given(matrix, spans, np.diff(bounds)).select(keep)
+    return records, np.ascontiguousarray(kept.vectors, dtype=np.float32), kept.spans
 
 
 # ----------------------------------------------------------------------------------------------- index

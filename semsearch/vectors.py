@@ -371,11 +371,6 @@ class VectorStore:
                     index = None  # a type FAISS cannot map: read it
         if index is None:
             index = faiss.read_index(str(path))
-        ivf = _ivf_of(index)
-        if ivf is not None and hasattr(faiss, "OnDiskInvertedLists"):
-            lists = faiss.downcast_InvertedLists(ivf.invlists)
-            if isinstance(lists, faiss.OnDiskInvertedLists):
-                lists.prefetch_nthread = 0  # its prefetch threads cost ~4 ms a query; the page cache does better
         if not index.is_trained:  # trained on the first write that brings vectors
             return cls._buffering(int(index.d), kind, factory if kind not in ("ivf", "ivfpq") else None,
                                   meta.get("build") or {})
