@@ -100,6 +100,26 @@ def test_writes_and_compaction_after_an_on_disk_segment(tmp_path):
     assert "d5" not in top_ids(path, encoder, ["text d5 xxxxx"])[0]
 
 
+def test_readers_count_the_tombstones_of_an_on_disk_segment_without_reading_its_ids(tmp_path, monkeypatch):
+    from semsearch.vectors import VectorStore
+
+    encoder = FakeEncoder()
+    path = tmp_path / "t"
+    build(path, encoder, [records()], index_type="ivf")
+    with IndexWriter(path, encoder) as w:
+        w.add([Record(text="brand new", id="new", line=1), Record(text="changed", id="d7", line=2)])
+        w.delete(["d5", "d6"])
+    assert json.loads((path / "manifest.json").read_text())["segments"][0]["rows"] == [1, N]
+    counted = []
+    original = VectorStore.stored_ids
+    monkeypatch.setattr(VectorStore, "stored_ids", lambda self: counted.append(len(self)) or original(self))
+    with Index.open(path) as index:
+        assert len(index.segments) == N + 2 - 3  # the new ones live, d5, d6 and the old d7 tombstoned
+    assert counted == [2]  # only the small flat segment's ids were read
+    assert top_ids(path, encoder, ["changed", "text d5 xxxxx"], k=1)[0] == ["d7"]
+    assert "d5" not in top_ids(path, encoder, ["text d5 xxxxx"])[0]
+
+
 def test_a_write_to_an_existing_ivf_index_uses_its_trained_template(tmp_path):
     encoder = FakeEncoder()
     path = ivf_index(tmp_path / "t", encoder)

@@ -59,6 +59,7 @@ class Segment:
     generation: int = 0
     lists: str | None = None  # on-disk IVF (format 4): the file of its inverted lists (see ondisk.py)
     lists_sha256: str | None = None
+    rows: list[int] | None = None  # on-disk IVF: [first, last] row id; it holds every vector of those rows
 
     def files(self) -> dict[str, str]:
         """The segment's files and their checksums."""
@@ -70,7 +71,7 @@ class Segment:
     def to_dict(self) -> dict:
         data = asdict(self)
         if not self.lists:  # format 3 readers know no such keys
-            del data["lists"], data["lists_sha256"]
+            del data["lists"], data["lists_sha256"], data["rows"]
         return data
 
 

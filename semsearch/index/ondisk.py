@@ -320,8 +320,10 @@ class OnDiskBuilder:
         total = int(answer["total"])
         LAST_MERGE.clear()
         LAST_MERGE.update(answer)
+        rows = P.rowids_of(np.concatenate([ids for _, ids in self._parts]))
         return Segment(name, sha256(self.folder / name), total, self.template.kind, self.generation,
-                       lists=lists, lists_sha256=sha256(self.folder / lists))
+                       lists=lists, lists_sha256=sha256(self.folder / lists),
+                       rows=[int(rows.min()), int(rows.max())])
 
 
 def merge_main() -> None:

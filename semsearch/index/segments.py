@@ -112,16 +112,21 @@ class SegmentSet:
         self.manifest = manifest
         self.stores = stores
         self.excluded = excluded  # tombstoned row ids (sorted)
-        self._live = [self._live_in(store) for store in stores]
+        self._live = [self._live_in(store, segment) for store, segment in zip(stores, manifest.segments)]
 
     @classmethod
     def open(cls, folder: Path, manifest: Manifest, excluded: Sequence[int], *, mmap: bool = True) -> "SegmentSet":
         stores = [load_segment(folder, manifest, segment, mmap=mmap) for segment in manifest.segments]
         return cls(folder, manifest, stores, np.asarray(excluded, dtype=np.int64))
 
-    def _live_in(self, store: VectorStore) -> int:
+    def _live_in(self, store: VectorStore, segment: Segment) -> int:
         if not len(self.excluded) or not len(store):
             return len(store)
+        if segment.rows:  # an on-disk segment holds all vectors of its rows: no need to read its ids
+            from .passages import rowids_of
+
+            rows = rowids_of(self.excluded)
+            return int(len(store) - np.count_nonzero((rows >= segment.rows[0]) & (rows <= segment.rows[1])))
         ids = store.stored_ids()
         return int(len(store) - np.count_nonzero(np.isin(ids, self.excluded)))
 
