@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import os
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -120,8 +121,10 @@ def training_points(index) -> int:
     return TRAIN_MAX if ivf is None else max(TRAIN_POINTS_PER_LIST * ivf.nlist, TRAIN_MIN)
 
 
+@lru_cache(maxsize=256)
 def training_points_for(kind: str, dimension: int, count: int) -> int:
-    """:func:`training_points` of the index of type ``kind`` that ``count`` vectors would get."""
+    """:func:`training_points` of the index of type ``kind`` that ``count`` vectors would get (asked on every
+    buffered add of an on-disk write, so remembered)."""
     index, _ = _new_index(dimension, _factory_for(kind, dimension, count), kind)
     return training_points(index)
 

@@ -129,7 +129,7 @@ class OnDiskBuilder:
 
     def __init__(self, folder: Path, generation: int, dimension: int, kind: str, adder: PartAdder, *,
                  template: VectorStore | None = None, expected: int | None = None, rows_per_part: int = 65536,
-                 put: Callable[[np.ndarray], Any] = lambda data: data) -> None:
+                 put: Callable[[np.ndarray], Any] | None = None) -> None:
         self.folder = folder
         self.generation = generation
         self.dimension = dimension
@@ -139,7 +139,7 @@ class OnDiskBuilder:
         self.fresh = template is None
         self.expected = expected
         self.rows_per_part = max(1, rows_per_part)
-        self._put = put  # how the serialised template is shared with the adder (Ray: the object store)
+        self._put = put or (lambda data: data)  # how the template reaches the adder (Ray: the object store)
         self._shared = None
         self._ids: list[np.ndarray] = []  # vectors not handed to a part yet
         self._vectors: list[np.ndarray] = []

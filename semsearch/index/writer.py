@@ -579,8 +579,7 @@ class IndexWriter:
             if not mergeable(template.index):
                 return False
         self._builder = OnDiskBuilder(self.path, self.generation, dimension, self._kind, adder, template=template,
-                                      expected=self._expected_count, rows_per_part=rows_per_part,
-                                      **({"put": put} if put is not None else {}))
+                                      expected=self._expected_count, rows_per_part=rows_per_part, put=put)
         return True
 
     def ids_where(self, filters: Sequence) -> list[str]:
